@@ -1,0 +1,51 @@
+"""User-facing errors: each renders as one line and maps to exit code 2.
+
+Library code raises these instead of letting a pandas/torch/Ray stack trace reach the user; the CLI prints
+``str(err)`` and exits 2. Keeping the location fields structured lets tests assert on file, row and column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_USER_ERROR = 2
+
+
+class EmbedtuneError(Exception):
+    """Base class of errors caused by user input (data, config, arguments), never by a bug."""
+
+    exit_code: int = EXIT_USER_ERROR
+
+
+@dataclass
+class DataError(EmbedtuneError):
+    """A problem at a precise place in a data file.
+
+    ``row`` is the 1-based data row (the header is not a row); ``line`` is the physical line in a CSV file
+    (row + 1), or None for Parquet.
+    """
+
+    path: str
+    message: str
+    row: int | None = None
+    column: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = [self.path]
+        if self.row is not None:
+            where.append(f"row {self.row}" + (f" (line {self.line})" if self.line is not None else ""))
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        return "data error: " + ", ".join(where) + ": " + self.message
+
+
+@dataclass
+class ConfigError(EmbedtuneError):
+    """A problem with one key of an experiment config, named by its dotted key path."""
+
+    path: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"config error: {self.path}: {self.key or '<root>'}: {self.message}"

@@ -1,0 +1,5 @@
+"""Causal feature families, selected by name from the experiment config."""
+from embedtune.features import base  # noqa: F401  (registers the family)
+from embedtune.features._base import FAMILIES, FeatureFamily, build_family, family_errors, register
+
+__all__ = ["FAMILIES", "FeatureFamily", "build_family", "family_errors", "register"]
