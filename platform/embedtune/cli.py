@@ -1,0 +1,78 @@
+"""``embedtune`` command line. User errors print one line and exit 2; nothing is written for them."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from embedtune.errors import EXIT_USER_ERROR, EmbedtuneError
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from embedtune.experiment import run_experiment
+
+    result = run_experiment(args.config, output_root=args.output)
+    print(result.table.head(args.top).to_string(index=False, max_colwidth=24), file=sys.stderr)
+    print(f"leaderboard: {result.leaderboard_md}")
+    print(f"  csv: {result.leaderboard_csv}\n  equity chart: {result.equity_png}\n  took {result.seconds:.0f} s")
+    return 0 if (result.table["status"] == "done").any() else 1
+
+
+def _cmd_validate_data(args: argparse.Namespace) -> int:
+    from embedtune.data.loaders import validate_file
+
+    print(validate_file(args.path))
+    return 0
+
+
+def _cmd_validate_config(args: argparse.Namespace) -> int:
+    from embedtune.config import load_config
+    from embedtune.dataset import prepare
+
+    cfg = load_config(args.config)
+    data = prepare(cfg, args.config)
+    print(f"{args.config}: ok (config hash {cfg.config_hash}; {len(data.bars)} bars, {len(data.folds)} folds, "
+          f"{len(data.feature_names)} features)")
+    return 0
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from embedtune.warmup import warm_numba_cache
+
+    print(f"vectorbt kernels compiled and cached in {warm_numba_cache():.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedtune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("tune", "run"):
+        p = sub.add_parser(name, help="run one experiment: Ray Tune + Optuna over Ray Train walk-forward folds")
+        p.add_argument("--config", default="configs/quickstart.yaml")
+        p.add_argument("--output", default=None, help="results root (overrides output.root)")
+        p.add_argument("--top", type=int, default=10)
+        p.set_defaults(func=_cmd_tune)
+    p = sub.add_parser("validate-data", help="check a bar or option-chain file (CSV or Parquet)")
+    p.add_argument("path")
+    p.set_defaults(func=_cmd_validate_data)
+    p = sub.add_parser("validate-config", help="check an experiment file and its data without running anything")
+    p.add_argument("config")
+    p.set_defaults(func=_cmd_validate_config)
+    p = sub.add_parser("warmup", help="compile vectorbt's numba kernels into the on-disk cache")
+    p.set_defaults(func=_cmd_warmup)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EmbedtuneError as err:
+        print(f"embedtune: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

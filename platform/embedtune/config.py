@@ -1,0 +1,314 @@
+"""One YAML file is one experiment: a strict, typed, hashable schema.
+
+Every section is a pydantic model with ``extra="forbid"``, so a typo is an error at load time that names its key path
+(``training.lambdas.directon``), never a silent default discovered after an hour of tuning. Cross-section rules
+(purge >= label horizon, search paths that exist, feature and strategy parameters) are checked here too, before any
+Ray worker starts.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from embedtune.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticMarketConfig(Strict):
+    n_bars: int = Field(default=2000, ge=200)
+    seed: int = 0
+    signal_strength: float = Field(default=0.0, ge=0.0, lt=1.0)
+    regimes: bool = True
+
+
+class DataConfig(Strict):
+    #: ``bundled:<name>``, ``synthetic`` (see ``synthetic``), or a path to a CSV/Parquet bar file.
+    source: str = "bundled:goog_daily"
+    synthetic: SyntheticMarketConfig = SyntheticMarketConfig()
+    #: ``none``, ``synthetic`` (generated from the bars, labelled synthetic) or a path to an option-chain file.
+    option_chains: str = "none"
+    start: str | None = None
+    end: str | None = None
+
+
+class LabelConfig(Strict):
+    horizon: int = Field(default=5, ge=1, le=250)
+    #: Neutral band of the direction label, in units of trailing volatility * sqrt(horizon).
+    neutral_band: float = Field(default=0.25, ge=0.0, le=5.0)
+    vol_window: int = Field(default=20, ge=2)
+    trend_sigmas: float = Field(default=0.5, gt=0.0)
+    crash_sigmas: float = Field(default=2.5, gt=0.0)
+    high_vol_ratio: float = Field(default=1.5, gt=1.0)
+
+
+class ModelConfig(Strict):
+    type: Literal["temporal_transformer"] = "temporal_transformer"
+    window: int = Field(default=32, ge=2, le=4096)
+    d_model: int = Field(default=32, ge=4)
+    n_heads: int = Field(default=4, ge=1)
+    n_layers: int = Field(default=2, ge=1, le=48)
+    dim_feedforward: int = Field(default=64, ge=4)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    embedding_dim: int = Field(default=16, ge=2)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        return self
+
+
+class LambdaConfig(Strict):
+    direction: float = Field(default=1.0, ge=0.0)
+    volatility: float = Field(default=1.0, ge=0.0)
+    volume: float = Field(default=1.0, ge=0.0)
+    regime: float = Field(default=1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> "LambdaConfig":
+        if self.direction + self.volatility + self.volume + self.regime <= 0:
+            raise ValueError("at least one lambda must be positive")
+        return self
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(default=5, ge=1, le=10_000)
+    batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0)
+    grad_clip: float = Field(default=1.0, gt=0.0)
+    lambdas: LambdaConfig = LambdaConfig()
+
+
+class WalkForwardConfig(Strict):
+    scheme: Literal["rolling", "anchored"] = "rolling"
+    n_folds: int = Field(default=3, ge=1)
+    test_bars: int = Field(default=250, ge=1)
+    train_bars: int | None = Field(default=750, ge=10)
+    purge_bars: int = Field(default=5, ge=0)
+    embargo_bars: int = Field(default=5, ge=0)
+
+
+class StrategyConfig(Strict):
+    name: str = "direction_threshold"
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: Folder of strategy plugins, relative to the working directory.
+    path: str = "strategies"
+    fees: float = Field(default=0.0005, ge=0.0, lt=0.1)
+    slippage: float = Field(default=0.0005, ge=0.0, lt=0.1)
+
+
+METRICS_MAXIMIZED = ("sharpe", "sortino", "information_ratio", "calmar", "total_return", "annual_return", "hit_rate")
+METRICS_MINIMIZED = ("max_drawdown", "turnover", "annual_volatility")
+
+
+class ObjectiveConfig(Strict):
+    metric: Literal[METRICS_MAXIMIZED + METRICS_MINIMIZED] = "sharpe"  # type: ignore[valid-type]
+
+    @property
+    def mode(self) -> Literal["max", "min"]:
+        return "max" if self.metric in METRICS_MAXIMIZED else "min"
+
+
+class SearchParam(Strict):
+    type: Literal["loguniform", "uniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SearchParam":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("values: a 'choice' parameter needs a non-empty list of values")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"low/high: a '{self.type}' parameter needs both bounds")
+        if not self.low < self.high:
+            raise ValueError(f"low: must be below high ({self.low} >= {self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("low: a loguniform lower bound must be positive")
+        return self
+
+
+class SearchConfig(Strict):
+    num_samples: int = Field(default=8, ge=1)
+    max_concurrent: int = Field(default=2, ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    n_startup_trials: int = Field(default=4, ge=1)
+    #: Dotted config paths (``training.lambdas.direction``) mapped to distributions.
+    space: dict[str, SearchParam] = Field(default_factory=dict)
+
+
+class ResourcesConfig(Strict):
+    #: Ray Train workers per trial (DDP world size). 0 runs Train's local mode in the trial process.
+    num_workers: int = Field(default=1, ge=0)
+    cpus_per_worker: float = Field(default=1.0, gt=0.0)
+    use_gpu: bool = False
+    #: CPU held by each Tune trial driver; fractional so trials never starve their own workers on small machines.
+    trial_cpus: float = Field(default=0.01, gt=0.0)
+    #: CPUs of the embedded local Ray when no cluster address is set (None: all cores).
+    local_cpus: int | None = Field(default=None, ge=1)
+
+
+class OutputConfig(Strict):
+    root: str = "results"
+
+
+class ExperimentConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    features: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"base": {}})
+    labels: LabelConfig = LabelConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    search: SearchConfig = SearchConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("features")
+    @classmethod
+    def _some_features(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not value:
+            raise ValueError("at least one feature family is required")
+        return {k: (v or {}) for k, v in value.items()}
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "ExperimentConfig":
+        """A validated copy with dotted-path overrides applied (how a trial's sampled values enter the config)."""
+        raw = self.model_dump(mode="json")
+        for key, value in overrides.items():
+            set_path(raw, key, value)
+        return ExperimentConfig.model_validate(raw)
+
+
+def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def get_path(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _first_error(err: ValidationError) -> tuple[str, str]:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+        # Model-level validators name their field as "field: message".
+        head, sep, tail = msg.partition(": ")
+        if sep and head.isidentifier():
+            loc = f"{loc}.{head}" if loc else head
+            msg = tail
+    return loc, msg
+
+
+def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
+    """Rules that span sections or need registries; each error is (key path, message)."""
+    from embedtune.features import family_errors
+    from embedtune.strategy import strategy_errors
+
+    errors: list[tuple[str, str]] = []
+    wf, labels = config.walk_forward, config.labels
+    if wf.purge_bars < labels.horizon:
+        errors.append(("walk_forward.purge_bars",
+                       f"purge {wf.purge_bars} is shorter than the label horizon {labels.horizon}: "
+                       "training labels would reach into the test segment"))
+    for family, params in config.features.items():
+        for key, msg in family_errors(family, params):
+            errors.append((f"features.{family}" + (f".{key}" if key else ""), msg))
+    for key, msg in strategy_errors(config.strategy.name, config.strategy.params, Path(config.strategy.path)):
+        errors.append(("strategy.name" if key in ("", "name") else f"strategy.params.{key}", msg))
+    raw = config.model_dump(mode="json")
+    for dotted, param in config.search.space.items():
+        try:
+            current = get_path(raw, dotted)
+        except KeyError:
+            errors.append((f"search.space.{dotted}", "no such config key to search over"))
+            continue
+        if isinstance(current, (dict, list)):
+            errors.append((f"search.space.{dotted}", "names a section, not a value"))
+            continue
+        samples = param.values if param.type == "choice" else [param.low, param.high]
+        for sample in samples or []:
+            if param.type == "int":
+                sample = int(math.floor(sample))  # type: ignore[arg-type]
+            try:
+                config.with_overrides({dotted: sample})
+            except ValidationError as err:
+                _, msg = _first_error(err)
+                errors.append((f"search.space.{dotted}", f"value {sample!r} is invalid there: {msg}"))
+                break
+    if config.search.max_concurrent > config.search.num_samples:
+        errors.append(("search.max_concurrent", "exceeds search.num_samples"))
+    return errors
+
+
+def parse_config(raw: Any, path: str = "<config>") -> ExperimentConfig:
+    """Validate a parsed YAML document; raises ``ConfigError`` naming the first bad key path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "", "the file must hold a mapping of sections")
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        key, msg = _first_error(err)
+        raise ConfigError(path, key, msg) from None
+    errors = _semantic_errors(config)
+    if errors:
+        key, msg = errors[0]
+        raise ConfigError(path, key, msg)
+    return config
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read one experiment file with a safe YAML loader and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "", "no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(str(path), "", f"invalid YAML: {where}{problem}") from None
+    return parse_config(raw, str(path))
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(copy.deepcopy(config.model_dump(mode="json")), sort_keys=False)

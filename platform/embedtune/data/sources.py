@@ -1,0 +1,67 @@
+"""Resolve the config's ``data`` section into one ``MarketData``: bundled real bars, a file, or the synthetic market."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from embedtune.config import DataConfig
+from embedtune.data.market import MarketData
+from embedtune.errors import ConfigError
+
+
+def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
+    from embedtune.data.bundled import BUNDLED, load_bundled
+    from embedtune.data.loaders import load_bars, load_option_chain
+    from embedtune.data.synthetic_market import generate_market
+    from embedtune.data.synthetic_options import generate_option_chains
+
+    source = cfg.source
+    if source.startswith("bundled:"):
+        name = source.split(":", 1)[1]
+        if name not in BUNDLED:
+            raise ConfigError(config_path, "data.source", f"unknown bundled data {name!r}; known: {sorted(BUNDLED)}")
+        market = load_bundled(name)
+    elif source == "synthetic":
+        s = cfg.synthetic
+        market = generate_market(n_bars=s.n_bars, seed=s.seed, signal_strength=s.signal_strength, regimes=s.regimes)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(config_path, "data.source", f"no such file {source!r} (or use bundled:<name>, synthetic)")
+        market = MarketData(name=path.stem, bars=load_bars(path), source=str(path))
+
+    market = _slice(market, cfg, config_path)
+    chains = cfg.option_chains
+    if chains == "none":
+        return market
+    if chains == "synthetic":
+        frame = generate_option_chains(market.bars, seed=0)
+        return _replace(market, chains=frame, notes={**market.notes, "option_chains": "synthetic (generated)"})
+    path = Path(chains)
+    if not path.is_file():
+        raise ConfigError(config_path, "data.option_chains", f"no such file {chains!r} (or use none, synthetic)")
+    return _replace(market, chains=load_option_chain(path))
+
+
+def _slice(market: MarketData, cfg: DataConfig, config_path: str) -> MarketData:
+    if cfg.start is None and cfg.end is None:
+        return market
+    bounds = {}
+    for key in ("start", "end"):
+        value = getattr(cfg, key)
+        try:
+            bounds[key] = pd.Timestamp(value) if value is not None else None
+        except (ValueError, TypeError):
+            raise ConfigError(config_path, f"data.{key}", f"cannot parse {value!r} as a timestamp") from None
+    bars = market.bars.loc[bounds["start"]:bounds["end"]]
+    if len(bars) < 2:
+        raise ConfigError(config_path, "data.start", "the start/end window leaves fewer than 2 bars")
+    regimes = market.regimes.loc[bars.index] if market.regimes is not None else None
+    return _replace(market, bars=bars, regimes=regimes)
+
+
+def _replace(market: MarketData, **changes: object) -> MarketData:
+    from dataclasses import replace
+
+    return replace(market, **changes)  # type: ignore[arg-type]

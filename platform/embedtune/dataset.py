@@ -1,0 +1,76 @@
+"""Turn an experiment config into the arrays every trial shares: features, labels and walk-forward folds.
+
+Built once in the driver (so config and data errors surface before any Ray worker starts) and shared through the
+object store. Positions are bar positions; a sample at bar t sees feature rows t-window+1..t.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from embedtune.backtest.metrics import periods_per_year
+from embedtune.backtest.splits import Fold, walk_forward_folds
+from embedtune.config import ExperimentConfig
+from embedtune.data.market import MarketData
+from embedtune.data.sources import load_market
+from embedtune.errors import ConfigError
+from embedtune.features.compute import compute_features
+from embedtune.labels import LABEL_COLUMNS, make_labels
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    market_name: str
+    source: str
+    synthetic: bool
+    data_hash: str
+    bars: pd.DataFrame
+    features: np.ndarray  # (n_bars, n_features) float32, NaN before warm-up
+    feature_names: list[str]
+    labels: np.ndarray  # (n_bars, 4) float32, NaN where the horizon runs past the data
+    first_sample: int
+    folds: list[Fold]
+    periods_per_year: float
+    regimes: np.ndarray | None = None
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        return self.bars.index  # type: ignore[return-value]
+
+    @property
+    def oos_positions(self) -> np.ndarray:
+        return np.concatenate([f.test for f in self.folds])
+
+
+def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: MarketData | None = None) -> PreparedData:
+    market = market if market is not None else load_market(cfg.data, config_path)
+    features = compute_features(market, cfg.features)
+    # Causal repair of gaps after warm-up: carry the last known value forward, never backward.
+    empty = [c for c in features.columns if features[c].first_valid_index() is None]
+    if empty:
+        raise ConfigError(config_path, "features", f"{empty[0]} has no value on {len(features)} bars: too few bars")
+    warmup = max(int(features.index.get_loc(features[c].first_valid_index())) for c in features.columns)
+    features.iloc[warmup:] = features.iloc[warmup:].ffill()
+    labels = make_labels(market.bars, cfg.labels)
+    first_sample = warmup + cfg.model.window - 1
+    n_samples = len(features) - first_sample
+    wf = cfg.walk_forward
+    try:
+        folds = walk_forward_folds(
+            n_samples, n_folds=wf.n_folds, test_size=wf.test_bars, train_size=wf.train_bars,
+            purge=wf.purge_bars, embargo=wf.embargo_bars, horizon=cfg.labels.horizon, scheme=wf.scheme,
+        )
+    except ValueError as err:
+        raise ConfigError(config_path, "walk_forward",
+                          f"{err} (data has {len(features)} bars, {n_samples} after a warm-up of {first_sample})"
+                          ) from None
+    folds = [Fold(f.index, f.train + first_sample, f.test + first_sample) for f in folds]
+    regimes = market.regimes.to_numpy() if market.regimes is not None else None
+    return PreparedData(
+        market_name=market.name, source=market.source, synthetic=market.synthetic, data_hash=market.data_hash,
+        bars=market.bars, features=features.to_numpy(np.float32), feature_names=list(features.columns),
+        labels=labels[list(LABEL_COLUMNS)].to_numpy(np.float32), first_sample=first_sample, folds=folds,
+        periods_per_year=periods_per_year(market.bars.index), regimes=regimes,
+    )

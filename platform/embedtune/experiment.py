@@ -1,0 +1,161 @@
+"""One experiment end to end: validate, prepare once, search, collect, rank, write an atomic result bundle.
+
+Everything the user can get wrong (config, data, strategy, fold sizes) is checked before Ray starts or a directory is
+created. The bundle is written under a hidden staging name and renamed into place only when complete, so a crash
+never leaves a half-written leaderboard.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ray import cloudpickle
+import pandas as pd
+import ray
+
+from embedtune.config import ExperimentConfig, dump_config, load_config
+from embedtune.dataset import PreparedData, prepare
+from embedtune.leaderboard.chart import equity_chart
+from embedtune.leaderboard.records import TrialRecord, ranked_table, to_markdown
+from embedtune.runtime import ensure_ray, git_commit
+from embedtune.strategy import Strategy, load_strategy
+from embedtune.train.worker import OOS_FILE
+from embedtune.tune.runner import run_search
+
+
+@dataclass
+class ExperimentResult:
+    run_dir: Path
+    leaderboard_md: Path
+    leaderboard_csv: Path
+    equity_png: Path
+    table: pd.DataFrame
+    seconds: float
+
+
+def load_plugin(cfg: ExperimentConfig) -> Strategy:
+    strategy = load_strategy(cfg.strategy.name, cfg.strategy.params, Path(cfg.strategy.path))
+    # Ship the plugin's code with the object, so workers on other nodes need no copy of strategies/.
+    cloudpickle.register_pickle_by_value(sys.modules[type(strategy).__module__])
+    return strategy
+
+
+def run_experiment(config_path: str | Path, output_root: str | None = None, verbose: bool = True
+                   ) -> ExperimentResult:
+    started = time.perf_counter()
+    cfg = load_config(config_path)
+    if output_root is not None:
+        cfg = cfg.with_overrides({"output.root": output_root})
+    data = prepare(cfg, str(config_path))
+    strategy = load_plugin(cfg)
+
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + cfg.config_hash[:8]
+    experiment_root = Path(cfg.output.root).resolve() / cfg.name
+    storage = experiment_root / "_ray" / run_id
+    staging = experiment_root / f".{run_id}.partial"
+    final = experiment_root / run_id
+
+    if verbose:
+        print(f"embedtune: {cfg.name}: {len(data.bars)} bars of {data.market_name}"
+              f"{' (SYNTHETIC)' if data.synthetic else ''}, {len(data.folds)} folds, "
+              f"{cfg.search.num_samples} trials x {max(cfg.resources.num_workers, 1)} worker(s)", file=sys.stderr)
+    started_ray = ensure_ray(cfg)
+    try:
+        data_ref = ray.put(data)
+        grid = run_search(cfg, data_ref, strategy, str(storage), name="tune", verbose=verbose)
+        records = collect_records(grid, cfg, data)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+    staging.mkdir(parents=True, exist_ok=False)
+    try:
+        result = write_bundle(staging, final, cfg, data, records, str(config_path), storage,
+                              time.perf_counter() - started)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData) -> list[TrialRecord]:
+    from embedtune.tune.space import apply_params
+
+    records = []
+    results = sorted(grid, key=lambda r: r.path or "")
+    for number, result in enumerate(results):
+        params = {k: v for k, v in (result.config or {}).items() if k in cfg.search.space}
+        metrics = dict(result.metrics or {})
+        oos = None
+        checkpoint_path = metrics.get("checkpoint_path")
+        if checkpoint_path and (Path(checkpoint_path) / OOS_FILE).exists():
+            oos = pd.read_parquet(Path(checkpoint_path) / OOS_FILE)
+        folds_done = int(metrics["fold"]) + 1 if "fold" in metrics else 0
+        status = "error" if result.error else ("done" if folds_done == len(data.folds) else "stopped")
+        records.append(TrialRecord(
+            trial_id=f"t{number:03d}", status=status, params=params,
+            metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+            folds_done=folds_done, config_hash=apply_params(cfg, params).config_hash, oos=oos,
+            error=str(result.error).splitlines()[0] if result.error else None,
+            extra={"ray_trial_path": result.path},
+        ))
+    return records
+
+
+def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: PreparedData,
+                 records: list[TrialRecord], config_path: str, storage: Path, seconds: float) -> ExperimentResult:
+    table = ranked_table(records, cfg.objective.metric, cfg.objective.mode, data.data_hash, cfg.config_hash)
+    order = {trial: i for i, trial in enumerate(table["trial"])} if not table.empty else {}
+    ranked = sorted(records, key=lambda r: order.get(r.trial_id, len(order)))
+
+    (staging / "config.yaml").write_text(dump_config(cfg))
+    table.to_csv(staging / "leaderboard.csv", index=False)
+    trials_dir = staging / "trials"
+    trials_dir.mkdir()
+    for record in ranked:
+        if record.oos is not None:
+            record.oos.to_parquet(trials_dir / f"{record.trial_id}_oos.parquet")
+    equity_chart(ranked, staging / "equity.png", f"{cfg.name}: out-of-sample equity, top trials",
+                 data.synthetic)
+    manifest = {
+        "experiment": cfg.name, "config_file": config_path, "config_hash": cfg.config_hash,
+        "data": {"name": data.market_name, "source": data.source, "synthetic": data.synthetic,
+                 "hash": data.data_hash, "bars": len(data.bars),
+                 "start": str(data.index[0]), "end": str(data.index[-1])},
+        "folds": [{"fold": f.index, "train": [str(data.index[f.train[0]]), str(data.index[f.train[-1]])],
+                   "test": [str(data.index[f.test[0]]), str(data.index[f.test[-1]])]} for f in data.folds],
+        "objective": {"metric": cfg.objective.metric, "mode": cfg.objective.mode},
+        "git_commit": git_commit(), "ray_storage": str(storage), "seconds": round(seconds, 1),
+        "trials": {r.trial_id: {"status": r.status, "error": r.error, **r.extra} for r in records},
+    }
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (staging / "leaderboard.md").write_text(render_markdown(cfg, data, table, manifest))
+    staging.rename(final)
+    return ExperimentResult(run_dir=final, leaderboard_md=final / "leaderboard.md",
+                            leaderboard_csv=final / "leaderboard.csv", equity_png=final / "equity.png",
+                            table=table, seconds=seconds)
+
+
+def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFrame,
+                    manifest: dict[str, Any]) -> str:
+    banner = ("> **SYNTHETIC DATA**: every number below comes from generated data, not a market.\n\n"
+              if data.synthetic else "")
+    d = manifest["data"]
+    lines = [
+        f"# Leaderboard: {cfg.name}", "", banner + (cfg.description or ""), "",
+        f"- data: {d['name']} ({d['source']}), {d['bars']} bars, {d['start']} .. {d['end']}, hash `{d['hash']}`",
+        f"- objective: {cfg.objective.mode} out-of-sample `{cfg.objective.metric}` over {len(data.folds)} "
+        f"walk-forward folds ({cfg.walk_forward.scheme}, purge {cfg.walk_forward.purge_bars}, embargo "
+        f"{cfg.walk_forward.embargo_bars}, horizon {cfg.labels.horizon})",
+        f"- strategy: `{cfg.strategy.name}` {cfg.strategy.params}, fees {cfg.strategy.fees}, slippage "
+        f"{cfg.strategy.slippage}, executed at the next bar's open",
+        f"- config hash `{cfg.config_hash}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
+        "", "![equity](equity.png)", "", to_markdown(table), "",
+    ]
+    return "\n".join(lines)

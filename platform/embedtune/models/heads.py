@@ -1,0 +1,52 @@
+"""Multi-task heads on one embedding and the weighted loss sum(lambda_i * L_i)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_DIRECTION = 3
+N_REGIME = 5
+TASKS = ("direction", "volatility", "volume", "regime")
+
+
+class MultiTaskHeads(nn.Module):
+    def __init__(self, embedding_dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or max(embedding_dim, 8)
+
+        def head(out: int) -> nn.Module:
+            return nn.Sequential(nn.GELU(), nn.Linear(embedding_dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+
+        self.direction = head(N_DIRECTION)
+        self.volatility = head(1)
+        self.volume = head(1)
+        self.regime = head(N_REGIME)
+
+    def forward(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "direction": self.direction(embedding),
+            "volatility": self.volatility(embedding).squeeze(-1),
+            "volume": self.volume(embedding).squeeze(-1),
+            "regime": self.regime(embedding),
+        }
+
+
+@dataclass(frozen=True)
+class TaskLosses:
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]
+
+
+def multitask_loss(outputs: dict[str, torch.Tensor], targets: torch.Tensor, lambdas: dict[str, float]) -> TaskLosses:
+    """Cross-entropy for the class heads, MSE for the standardized regression heads; ``targets`` is (batch, 4)."""
+    parts = {
+        "direction": F.cross_entropy(outputs["direction"], targets[:, 0].long()),
+        "volatility": F.mse_loss(outputs["volatility"], targets[:, 1]),
+        "volume": F.mse_loss(outputs["volume"], targets[:, 2]),
+        "regime": F.cross_entropy(outputs["regime"], targets[:, 3].long()),
+    }
+    total = sum(lambdas[name] * loss for name, loss in parts.items())
+    return TaskLosses(total=total, parts=parts)  # type: ignore[arg-type]

@@ -1,0 +1,153 @@
+"""The extension point for trading strategies: one base class, plugins loaded by file name.
+
+A strategy maps model predictions (indexed like the test bars) to a target position in [-1, 1] per bar, decided at
+that bar's close; the backtest executes it at the next bar's open, so a strategy never shifts anything itself.
+Plugins live outside the package (``strategies/<name>.py``, one Strategy subclass per file) so that researchers add
+one without touching the platform; parameters are a strict pydantic model, so a YAML typo fails when the config loads.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from embedtune.errors import EmbedtuneError
+
+DIRECTION_COLUMNS: tuple[str, ...] = ("p_down", "p_neutral", "p_up")
+REGIME_COLUMNS: tuple[str, ...] = tuple(f"regime_{k}" for k in range(5))
+PREDICTION_COLUMNS: tuple[str, ...] = DIRECTION_COLUMNS + ("vol_pred", "volume_pred") + REGIME_COLUMNS
+_MODULE_PREFIX = "embedtune_strategy_plugins."
+
+
+class StrategyError(EmbedtuneError):
+    """A strategy that cannot be found or loaded (unknown name, broken plugin file): a user error, exit code 2."""
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's parameter model: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Strategy(ABC):
+    """Predictions -> target positions; ``name`` must equal the plugin's file name."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+    #: Prediction columns the strategy reads; checked before ``target_positions`` runs.
+    requires: ClassVar[tuple[str, ...]] = PREDICTION_COLUMNS
+
+    def __init__(self, params: StrategyParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def target_positions(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> pd.Series:
+        """Target position per row of ``predictions`` in [-1, 1] (NaN = no decision), using rows at or before t."""
+
+    def positions(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> pd.Series:
+        """``target_positions`` with its contract checked, so a faulty plugin fails here and not inside vectorbt."""
+        missing = [c for c in self.requires if c not in predictions.columns]
+        if missing:
+            raise ValueError(f"strategy {self.name!r}: predictions lack columns {missing}")
+        out = self.target_positions(predictions, bars)
+        if not isinstance(out, pd.Series) or not out.index.equals(predictions.index):
+            raise ValueError(f"strategy {self.name!r} must return a Series indexed like the predictions")
+        values = out.to_numpy(dtype=float)
+        if (np.abs(values[~np.isnan(values)]) > 1.0).any():
+            raise ValueError(f"strategy {self.name!r} returned positions outside [-1, 1]")
+        return out.astype(float).rename(self.name)
+
+
+def direction_signal(predictions: pd.DataFrame, threshold: float, allow_short: bool) -> pd.Series:
+    """+1 when p_up - p_down > threshold, -1 (0 if long-only) when < -threshold, else 0; NaN where undefined.
+
+    Shared by plugins because one plugin file cannot import another (they are not a package).
+    """
+    edge = predictions["p_up"] - predictions["p_down"]
+    short = -1.0 if allow_short else 0.0
+    signal = np.where(edge > threshold, 1.0, np.where(edge < -threshold, short, 0.0))
+    return pd.Series(signal, index=predictions.index).where(edge.notna())
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+_LOADED: dict[tuple[Path, int], type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator adding a strategy defined in code (not a plugin file) to the registry."""
+    if cls.name in STRATEGIES and STRATEGIES[cls.name] is not cls:
+        raise ValueError(f"strategy {cls.name!r} is registered twice")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def available_strategies(search_path: Path) -> list[str]:
+    """Plugin file names in ``search_path`` (``_``-prefixed files excluded) plus strategies registered in code."""
+    files = {p.stem for p in Path(search_path).glob("*.py") if not p.stem.startswith("_")}
+    return sorted(files | set(STRATEGIES))
+
+
+def strategy_class(name: str, search_path: Path) -> type[Strategy]:
+    """The Strategy subclass for ``name``: ``search_path/<name>.py`` if it exists, else the code registry."""
+    path = Path(search_path) / f"{name}.py"
+    if name.isidentifier() and not name.startswith("_") and path.is_file():
+        return _import_plugin(name, path)
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    raise StrategyError(
+        f"unknown strategy {name!r}; available in {search_path}: {available_strategies(search_path)}"
+    )
+
+
+def load_strategy(name: str, params: dict[str, Any] | None, search_path: Path) -> Strategy:
+    """Instantiate a strategy; raises StrategyError (unknown/broken plugin) or pydantic ValidationError (params)."""
+    cls = strategy_class(name, search_path)
+    return cls(cls.Params.model_validate(params or {}))
+
+
+def strategy_errors(name: str, params: dict[str, Any] | None, search_path: Path) -> list[tuple[str, str]]:
+    """(key path below the strategy's params, message) for every problem; empty when valid."""
+    try:
+        load_strategy(name, params, search_path)
+    except StrategyError as err:
+        return [("", str(err))]
+    except ValidationError as err:
+        return [(".".join(map(str, e["loc"])), e["msg"]) for e in err.errors()]
+    return []
+
+
+def _import_plugin(name: str, path: Path) -> type[Strategy]:
+    """Import one plugin file (cached until the file changes) and return its single concrete Strategy subclass."""
+    key = (path.resolve(), path.stat().st_mtime_ns)
+    if key in _LOADED:
+        return _LOADED[key]
+    module_name = _MODULE_PREFIX + name
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise StrategyError(f"cannot import strategy plugin {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # pydantic resolves postponed annotations through sys.modules
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # a broken user file is a user error, reported in one line
+        sys.modules.pop(module_name, None)
+        raise StrategyError(f"strategy plugin {path} failed to import: {type(err).__name__}: {err}") from err
+    found = [
+        obj for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, Strategy) and obj.__module__ == module_name
+        and not inspect.isabstract(obj)
+    ]
+    if len(found) != 1:
+        raise StrategyError(f"strategy plugin {path} must define exactly one Strategy subclass, found {len(found)}")
+    cls = found[0]
+    if getattr(cls, "name", None) != name:
+        raise StrategyError(f"strategy plugin {path} defines name {getattr(cls, 'name', None)!r}, expected {name!r}")
+    _LOADED[key] = cls
+    return cls
