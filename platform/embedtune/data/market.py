@@ -40,6 +40,8 @@ class MarketData:
     ``bars`` has a tz-naive or tz-aware ``DatetimeIndex`` named ``timestamp`` and float columns ``open, high, low,
     close, volume`` (plus ``bid, ask, bid_size, ask_size`` when quotes exist). ``chains`` is long format, one row per
     contract per snapshot (``CHAIN_COLUMNS`` plus optional ``iv``). ``synthetic`` must be carried into every report.
+    ``trades`` is an optional trade stream, one row per trade (``timestamp, price, size``, optionally ``side`` and the
+    quote at the trade ``bid, ask, bid_size, ask_size``), read by the microstructure family; not part of ``data_hash``.
     """
 
     name: str
@@ -49,6 +51,7 @@ class MarketData:
     chains: pd.DataFrame | None = None
     regimes: pd.Series | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    trades: pd.DataFrame | None = None
 
     @property
     def data_hash(self) -> str:

@@ -10,7 +10,8 @@ class TemporalAttentionPooling(nn.Module):
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
-        self.score = nn.Sequential(nn.Linear(d_model, d_model), nn.Tanh(), nn.Linear(d_model, 1))
+        # No bias on the last layer: softmax over time ignores a constant shift, so it would never learn.
+        self.score = nn.Sequential(nn.Linear(d_model, d_model), nn.Tanh(), nn.Linear(d_model, 1, bias=False))
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.score(h).squeeze(-1)
@@ -38,9 +39,12 @@ class TemporalTransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.pool = TemporalAttentionPooling(d_model)
         self.project = nn.Linear(d_model, embedding_dim)
+        # Direct path from the latest observation: the most recent bar often carries most of the signal, and a
+        # linear route to it keeps a small-data model from having to rediscover that through attention.
+        self.latest = nn.Linear(n_features, embedding_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.input(x) + self.position[:, -x.shape[1]:]
         h = self.norm(self.encoder(h))
         pooled, weights = self.pool(h)
-        return self.project(pooled), weights
+        return self.project(pooled) + self.latest(x[:, -1]), weights
