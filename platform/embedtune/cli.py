@@ -11,7 +11,7 @@ from embedtune.errors import EXIT_USER_ERROR, EmbedtuneError
 def _cmd_tune(args: argparse.Namespace) -> int:
     from embedtune.experiment import run_experiment
 
-    result = run_experiment(args.config, output_root=args.output)
+    result = run_experiment(args.config, output_root=args.output, ablation=args.command == "ablate")
     print(result.table.head(args.top).to_string(index=False, max_colwidth=24), file=sys.stderr)
     print(f"leaderboard: {result.leaderboard_md}")
     print(f"  csv: {result.leaderboard_csv}\n  equity chart: {result.equity_png}\n  took {result.seconds:.0f} s")
@@ -46,8 +46,11 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("tune", "run"):
-        p = sub.add_parser(name, help="run one experiment: Ray Tune + Optuna over Ray Train walk-forward folds")
+    helps = {"tune": "run one experiment: Ray Tune + Optuna over Ray Train walk-forward folds",
+             "run": "alias of tune",
+             "ablate": "rank each feature family alone and each left out, at the config's base hyperparameters"}
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text)
         p.add_argument("--config", default="configs/quickstart.yaml")
         p.add_argument("--output", default=None, help="results root (overrides output.root)")
         p.add_argument("--top", type=int, default=10)

@@ -163,6 +163,8 @@ class ResourcesConfig(Strict):
 
 class OutputConfig(Strict):
     root: str = "results"
+    #: Feature cache folder (per family, keyed by data hash + family config + family code); null disables it.
+    feature_cache: str | None = ".cache/features"
 
 
 class ExperimentConfig(Strict):

@@ -5,7 +5,8 @@ object store. Positions are bar positions; a sample at bar t sees feature rows t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from embedtune.config import ExperimentConfig
 from embedtune.data.market import MarketData
 from embedtune.data.sources import load_market
 from embedtune.errors import ConfigError
+from embedtune.features.cache import FeatureCache
 from embedtune.features.compute import compute_features
 from embedtune.labels import LABEL_COLUMNS, make_labels
 
@@ -43,10 +45,22 @@ class PreparedData:
     def oos_positions(self) -> np.ndarray:
         return np.concatenate([f.test for f in self.folds])
 
+    @property
+    def families(self) -> list[str]:
+        return list(dict.fromkeys(name.split(".", 1)[0] for name in self.feature_names))
+
+    def restrict_to(self, families: list[str]) -> "PreparedData":
+        """The same data with only some families' columns (ablation variants share one prepared dataset)."""
+        if list(families) == self.families:
+            return self
+        keep = [i for i, n in enumerate(self.feature_names) if n.split(".", 1)[0] in set(families)]
+        return replace(self, features=self.features[:, keep], feature_names=[self.feature_names[i] for i in keep])
+
 
 def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: MarketData | None = None) -> PreparedData:
     market = market if market is not None else load_market(cfg.data, config_path)
-    features = compute_features(market, cfg.features)
+    cache = FeatureCache(Path(cfg.output.feature_cache)) if cfg.output.feature_cache else None
+    features = compute_features(market, cfg.features, cache)
     # Causal repair of gaps after warm-up: carry the last known value forward, never backward.
     empty = [c for c in features.columns if features[c].first_valid_index() is None]
     if empty:

@@ -27,6 +27,7 @@ from embedtune.runtime import ensure_ray, git_commit
 from embedtune.strategy import Strategy, load_strategy
 from embedtune.train.worker import OOS_FILE
 from embedtune.tune.runner import run_search
+from embedtune.tune.space import VARIANT_KEY, trial_config
 
 
 @dataclass
@@ -46,8 +47,9 @@ def load_plugin(cfg: ExperimentConfig) -> Strategy:
     return strategy
 
 
-def run_experiment(config_path: str | Path, output_root: str | None = None, verbose: bool = True
-                   ) -> ExperimentResult:
+def run_experiment(config_path: str | Path, output_root: str | None = None, verbose: bool = True,
+                   ablation: bool = False) -> ExperimentResult:
+    """Tune (default) or, with ``ablation``, rank feature-family variants at the config's base hyperparameters."""
     started = time.perf_counter()
     cfg = load_config(config_path)
     if output_root is not None:
@@ -55,7 +57,8 @@ def run_experiment(config_path: str | Path, output_root: str | None = None, verb
     data = prepare(cfg, str(config_path))
     strategy = load_plugin(cfg)
 
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + cfg.config_hash[:8]
+    run_id = (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + cfg.config_hash[:8]
+              + ("-ablation" if ablation else ""))
     experiment_root = Path(cfg.output.root).resolve() / cfg.name
     storage = experiment_root / "_ray" / run_id
     staging = experiment_root / f".{run_id}.partial"
@@ -68,7 +71,8 @@ def run_experiment(config_path: str | Path, output_root: str | None = None, verb
     started_ray = ensure_ray(cfg)
     try:
         data_ref = ray.put(data)
-        grid = run_search(cfg, data_ref, strategy, str(storage), name="tune", verbose=verbose)
+        grid = run_search(cfg, data_ref, strategy, str(storage), name="ablation" if ablation else "tune",
+                          verbose=verbose, ablation=ablation)
         records = collect_records(grid, cfg, data)
     finally:
         if started_ray:
@@ -85,12 +89,10 @@ def run_experiment(config_path: str | Path, output_root: str | None = None, verb
 
 
 def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData) -> list[TrialRecord]:
-    from embedtune.tune.space import apply_params
-
     records = []
     results = sorted(grid, key=lambda r: r.path or "")
     for number, result in enumerate(results):
-        params = {k: v for k, v in (result.config or {}).items() if k in cfg.search.space}
+        params = {k: v for k, v in (result.config or {}).items() if k in cfg.search.space or k == VARIANT_KEY}
         metrics = dict(result.metrics or {})
         oos = None
         checkpoint_path = metrics.get("checkpoint_path")
@@ -101,7 +103,7 @@ def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData) -> lis
         records.append(TrialRecord(
             trial_id=f"t{number:03d}", status=status, params=params,
             metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-            folds_done=folds_done, config_hash=apply_params(cfg, params).config_hash, oos=oos,
+            folds_done=folds_done, config_hash=trial_config(cfg, params).config_hash, oos=oos,
             error=str(result.error).splitlines()[0] if result.error else None,
             extra={"ray_trial_path": result.path},
         ))

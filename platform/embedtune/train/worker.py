@@ -41,7 +41,7 @@ def read_checkpoint(directory: Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = ExperimentConfig.model_validate(loop_config["config"])
-    data = ray.get(loop_config["data"][0])
+    data = ray.get(loop_config["data"][0]).restrict_to(list(cfg.features))
     strategy = loop_config["strategy"]
     start_fold, joined = 0, None
     checkpoint = ray.train.get_checkpoint()

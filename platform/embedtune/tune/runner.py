@@ -20,12 +20,12 @@ from ray.tune.search.optuna import OptunaSearch
 from embedtune.config import ExperimentConfig
 from embedtune.strategy import Strategy
 from embedtune.train.worker import build_trainer
-from embedtune.tune.space import apply_params, optuna_space
+from embedtune.tune.space import VARIANT_KEY, ablation_variants, optuna_space, trial_config
 
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], data: list[Any], strategy: Strategy,
               storage_path: str) -> None:
-    cfg = apply_params(ExperimentConfig.model_validate(base), params)
+    cfg = trial_config(ExperimentConfig.model_validate(base), params)
     trial_id = tune.get_context().get_trial_id()
     loop_config = {"config": cfg.model_dump(mode="json"), "data": data, "strategy": strategy}
     trainer = build_trainer(cfg, loop_config, storage_path, f"train_{trial_id}", [TuneReportCallback()])
@@ -63,14 +63,17 @@ def make_searcher(cfg: ExperimentConfig) -> ConcurrencyLimiter | None:
 
 
 def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strategy, storage_path: str,
-               name: str, verbose: bool = True) -> tune.ResultGrid:
+               name: str, verbose: bool = True, ablation: bool = False) -> tune.ResultGrid:
+    """An Optuna search over ``search.space``; with ``ablation``, a grid over feature-family variants instead."""
     trainable = tune.with_parameters(
         run_trial, base=cfg.model_dump(mode="json"), data=[data_ref], strategy=strategy, storage_path=storage_path,
     )
     trainable = tune.with_resources(trainable, {"CPU": cfg.resources.trial_cpus})
-    searcher = make_searcher(cfg)
+    searcher = None if ablation else make_searcher(cfg)
+    param_space = {VARIANT_KEY: tune.grid_search(list(ablation_variants(cfg.features)))} if ablation else None
     tuner = tune.Tuner(
         trainable,
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=cfg.search.num_samples if searcher else 1,
             max_concurrent_trials=None if searcher else cfg.search.max_concurrent,

@@ -25,3 +25,29 @@ def optuna_space(cfg: ExperimentConfig) -> dict[str, optuna.distributions.BaseDi
 def apply_params(cfg: ExperimentConfig, params: dict[str, Any]) -> ExperimentConfig:
     """The trial's config: sampled values written at their dotted paths, then re-validated."""
     return cfg.with_overrides({k: v for k, v in params.items() if k in cfg.search.space})
+
+
+VARIANT_KEY = "features_variant"
+
+
+def ablation_variants(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """All families, each family alone, and each family left out (the last two only with 2+ families)."""
+    candidates = {"all": dict(families)}
+    if len(families) > 1:
+        candidates.update({f"only:{name}": {name: params} for name, params in families.items()})
+        candidates.update({f"drop:{name}": {k: v for k, v in families.items() if k != name} for name in families})
+    variants: dict[str, dict[str, dict[str, Any]]] = {}
+    seen: set[frozenset[str]] = set()
+    for label, spec in candidates.items():  # with two families, "drop:a" is "only:b": keep the first name
+        if frozenset(spec) not in seen:
+            seen.add(frozenset(spec))
+            variants[label] = spec
+    return variants
+
+
+def trial_config(cfg: ExperimentConfig, params: dict[str, Any]) -> ExperimentConfig:
+    """The config one trial runs: sampled search values, and the feature variant when ablating."""
+    trial = apply_params(cfg, params)
+    if VARIANT_KEY in params:
+        trial = trial.with_overrides({"features": ablation_variants(cfg.features)[params[VARIANT_KEY]]})
+    return trial
