@@ -45,11 +45,11 @@ def test_gradients_reach_every_parameter_and_lambda_zero_silences_a_head() -> No
     x = torch.randn(8, cfg.window, 6)
     y = torch.stack([torch.randint(0, 3, (8,)).float(), torch.randn(8), torch.randn(8),
                      torch.randint(0, 5, (8,)).float()], dim=1)
-    multitask_loss(model(x), y, {"direction": 1, "volatility": 1, "volume": 1, "regime": 1}).total.backward()
+    multitask_loss(model({"window": x}), y, {"direction": 1, "volatility": 1, "volume": 1, "regime": 1}).total.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
     model.zero_grad(set_to_none=True)
-    multitask_loss(model(x), y, {"direction": 1, "volatility": 1, "volume": 1, "regime": 0}).total.backward()
+    multitask_loss(model({"window": x}), y, {"direction": 1, "volatility": 1, "volume": 1, "regime": 0}).total.backward()
     regime_grads = [p.grad for n, p in model.named_parameters() if n.startswith("heads.regime")]
     assert all(g is None or float(g.abs().sum()) == 0.0 for g in regime_grads)
 

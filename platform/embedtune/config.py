@@ -31,12 +31,26 @@ class SyntheticMarketConfig(Strict):
     regimes: bool = True
 
 
+class SyntheticChainConfig(Strict):
+    """The option-chain generator used when ``data.option_chains: synthetic``."""
+
+    seed: int = 0
+    every: int = Field(default=5, ge=1)
+    n_expiries: int = Field(default=4, ge=1, le=24)
+    strikes_per_side: int = Field(default=8, ge=1, le=100)
+    rate: float = Field(default=0.02, ge=-0.1, le=1.0)
+    #: A PLANTED look-ahead signal in the smile skew, for ground-truth tests of chain encoders only.
+    informed_skew: float = Field(default=0.0, ge=0.0, le=0.5)
+    informed_horizon: int = Field(default=5, ge=1)
+
+
 class DataConfig(Strict):
     #: ``bundled:<name>``, ``synthetic`` (see ``synthetic``), or a path to a CSV/Parquet bar file.
     source: str = "bundled:goog_daily"
     synthetic: SyntheticMarketConfig = SyntheticMarketConfig()
     #: ``none``, ``synthetic`` (generated from the bars, labelled synthetic) or a path to an option-chain file.
     option_chains: str = "none"
+    chain_generator: SyntheticChainConfig = SyntheticChainConfig()
     start: str | None = None
     end: str | None = None
 
@@ -51,8 +65,70 @@ class LabelConfig(Strict):
     high_vol_ratio: float = Field(default=1.5, gt=1.0)
 
 
+class ChainEncoderConfig(Strict):
+    """Transformer over the option chain snapshot visible at each bar (one token per option, plus a CLS token)."""
+
+    enabled: bool = False
+    n_features: int = Field(default=50, ge=24, le=512)
+    d_model: int = Field(default=512, ge=4)
+    n_heads: int = Field(default=8, ge=1)
+    n_layers: int = Field(default=6, ge=1, le=48)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    out_dim: int = Field(default=256, ge=2)
+    #: Options kept per snapshot (nearest the money first); fixed so tensors never depend on later snapshots.
+    max_options: int = Field(default=128, ge=4)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ChainEncoderConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        return self
+
+
+EdgeKind = Literal["same_expiry", "calendar", "parity", "spread"]
+
+
+class GraphEncoderConfig(Strict):
+    """GNN over the option-chain graph (attention message passing with edge attributes, attention pooling)."""
+
+    enabled: bool = False
+    hidden: int = Field(default=128, ge=4)
+    heads: int = Field(default=4, ge=1)
+    n_layers: int = Field(default=3, ge=1, le=16)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    out_dim: int = Field(default=256, ge=2)
+    #: Edge kinds that must exist in every snapshot's graph (a missing kind is a config error before training).
+    required_edge_kinds: list[EdgeKind] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "GraphEncoderConfig":
+        if self.hidden % self.heads:
+            raise ValueError(f"heads: hidden {self.hidden} is not divisible by heads {self.heads}")
+        return self
+
+
+class FusionConfig(Strict):
+    type: Literal["concat", "attention", "hierarchical"] = "attention"
+    out_dim: int = Field(default=32, ge=2)
+    #: Source order (the chain order of hierarchical fusion); default: temporal, chain, graph, then the groups.
+    order: list[str] | None = None
+
+
+class PretrainConfig(Strict):
+    """Contrastive (NT-Xent) pretraining of the encoders on each fold's training segment before fine-tuning."""
+
+    enabled: bool = False
+    epochs: int = Field(default=2, ge=1)
+    temperature: float = Field(default=0.5, gt=0.0, le=10.0)
+    n_pairs: int = Field(default=512, ge=8)
+    batch_size: int = Field(default=64, ge=2)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+
+
 class ModelConfig(Strict):
-    type: Literal["temporal_transformer"] = "temporal_transformer"
+    #: ``temporal_transformer``: the feature-sequence encoder alone; ``ensemble``: it plus the enabled chain
+    #: transformer, graph network and per-family group encoders, joined by ``fusion``.
+    type: Literal["temporal_transformer", "ensemble", "mlp"] = "temporal_transformer"
     window: int = Field(default=32, ge=2, le=4096)
     d_model: int = Field(default=32, ge=4)
     n_heads: int = Field(default=4, ge=1)
@@ -60,12 +136,30 @@ class ModelConfig(Strict):
     dim_feedforward: int = Field(default=64, ge=4)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     embedding_dim: int = Field(default=16, ge=2)
+    chain: ChainEncoderConfig = ChainEncoderConfig()
+    graph: GraphEncoderConfig = GraphEncoderConfig()
+    #: Feature families that also get their own encoder (latest values -> MLP), e.g. [wavelet, microstructure].
+    groups: list[str] = Field(default_factory=list)
+    fusion: FusionConfig = FusionConfig()
+    #: ``fixed``: training.lambdas; ``uncertainty``: learned homoscedastic uncertainty weights (Kendall et al.).
+    loss_weighting: Literal["fixed", "uncertainty"] = "fixed"
+    pretrain: PretrainConfig = PretrainConfig()
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         return self
+
+    @property
+    def sources(self) -> list[str]:
+        """Embedding sources the fusion joins, in default order."""
+        if self.type == "temporal_transformer":
+            return ["temporal"]
+        if self.type == "mlp":
+            return ["latest"]
+        return (["temporal"] + (["chain"] if self.chain.enabled else []) + (["graph"] if self.graph.enabled else [])
+                + list(self.groups))
 
 
 class LambdaConfig(Strict):
@@ -251,6 +345,18 @@ def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
         errors.append(("walk_forward.purge_bars",
                        f"purge {wf.purge_bars} is shorter than the label horizon {labels.horizon}: "
                        "training labels would reach into the test segment"))
+    model = config.model
+    needs_chains = model.type == "ensemble" and (model.chain.enabled or model.graph.enabled)
+    if needs_chains and config.data.option_chains == "none":
+        errors.append(("model.chain.enabled" if model.chain.enabled else "model.graph.enabled",
+                       "needs option chains: set data.option_chains to synthetic or a file"))
+    for group in model.groups:
+        if group not in config.features:
+            errors.append(("model.groups", f"{group!r} is not a family in features: {sorted(config.features)}"))
+    if model.fusion.order is not None and model.type == "ensemble":
+        unknown = sorted(set(model.fusion.order) - set(model.sources))
+        if unknown or sorted(model.fusion.order) != sorted(model.sources):
+            errors.append(("model.fusion.order", f"must order exactly the sources {model.sources}"))
     for family, params in config.features.items():
         for key, msg in family_errors(family, params):
             errors.append((f"features.{family}" + (f".{key}" if key else ""), msg))

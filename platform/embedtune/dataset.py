@@ -6,6 +6,7 @@ object store. Positions are bar positions; a sample at bar t sees feature rows t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ import pandas as pd
 
 from embedtune.backtest.metrics import periods_per_year
 from embedtune.backtest.splits import Fold, walk_forward_folds
+from embedtune.chains.graph import build_graphs
+from embedtune.chains.tensorize import ChainTensors, tensorize_chains
 from embedtune.config import ExperimentConfig
 from embedtune.data.market import MarketData
 from embedtune.data.sources import load_market
@@ -36,6 +39,11 @@ class PreparedData:
     folds: list[Fold]
     periods_per_year: float
     regimes: np.ndarray | None = None
+    #: Option-chain tensors and graphs (ensemble models only), snapshot i visible from its timestamp on.
+    chains: ChainTensors | None = None
+    graphs: list[Any] | None = None
+    #: Feature columns dropped because the data cannot fill them (e.g. quote measures on bars-only data).
+    dropped_features: tuple[str, ...] = ()
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -62,9 +70,14 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
     cache = FeatureCache(Path(cfg.output.feature_cache)) if cfg.output.feature_cache else None
     features = compute_features(market, cfg.features, cache)
     # Causal repair of gaps after warm-up: carry the last known value forward, never backward.
+    # Columns a family cannot fill from this data (quote-based measures on bars-only data) are dropped, not zeroed,
+    # and listed in the manifest; a family that yields nothing at all is an error.
     empty = [c for c in features.columns if features[c].first_valid_index() is None]
-    if empty:
-        raise ConfigError(config_path, "features", f"{empty[0]} has no value on {len(features)} bars: too few bars")
+    features = features.drop(columns=empty)
+    for family in cfg.features:
+        if not any(c.split(".", 1)[0] == family for c in features.columns):
+            raise ConfigError(config_path, f"features.{family}",
+                              f"no column has a value on these {len(features)} bars (too few bars or missing inputs)")
     warmup = max(int(features.index.get_loc(features[c].first_valid_index())) for c in features.columns)
     features.iloc[warmup:] = features.iloc[warmup:].ffill()
     labels = make_labels(market.bars, cfg.labels)
@@ -82,9 +95,33 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
                           ) from None
     folds = [Fold(f.index, f.train + first_sample, f.test + first_sample) for f in folds]
     regimes = market.regimes.to_numpy() if market.regimes is not None else None
+    chains, graphs = chain_inputs(cfg, market, config_path)
     return PreparedData(
         market_name=market.name, source=market.source, synthetic=market.synthetic, data_hash=market.data_hash,
         bars=market.bars, features=features.to_numpy(np.float32), feature_names=list(features.columns),
         labels=labels[list(LABEL_COLUMNS)].to_numpy(np.float32), first_sample=first_sample, folds=folds,
-        periods_per_year=periods_per_year(market.bars.index), regimes=regimes,
+        periods_per_year=periods_per_year(market.bars.index), regimes=regimes, chains=chains, graphs=graphs,
+        dropped_features=tuple(empty),
     )
+
+
+def chain_inputs(cfg: ExperimentConfig, market: MarketData, config_path: str
+                 ) -> tuple[ChainTensors | None, list[Any] | None]:
+    """Tensors and graphs of every snapshot, built in the driver so a bad chain fails before any worker starts."""
+    model = cfg.model
+    if model.type != "ensemble" or not (model.chain.enabled or model.graph.enabled):
+        return None, None
+    if market.chains is None or len(market.chains) == 0:
+        raise ConfigError(config_path, "data.option_chains", "the ensemble's chain encoders need a non-empty chain")
+    try:
+        tensors = tensorize_chains(market.chains, market.bars, max_options=model.chain.max_options,
+                                   n_features=model.chain.n_features)
+    except ValueError as err:
+        raise ConfigError(config_path, "data.option_chains", str(err)) from None
+    if not model.graph.enabled:
+        return tensors, None
+    try:
+        graphs = build_graphs(market.chains, tensors, model.graph.required_edge_kinds)
+    except ValueError as err:
+        raise ConfigError(config_path, "model.graph.required_edge_kinds", str(err)) from None
+    return tensors, graphs

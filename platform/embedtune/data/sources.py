@@ -36,8 +36,13 @@ def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
     if chains == "none":
         return market
     if chains == "synthetic":
-        frame = generate_option_chains(market.bars, seed=0)
-        return _replace(market, chains=frame, notes={**market.notes, "option_chains": "synthetic (generated)"})
+        g = cfg.chain_generator
+        tick = 0.01 if float(market.bars["close"].median()) >= 10.0 else 1e-4  # cents for equities, pips for FX
+        frame = generate_option_chains(market.bars, seed=g.seed, every=g.every, n_expiries=g.n_expiries,
+                                       strikes_per_side=g.strikes_per_side, rate=g.rate, tick=tick,
+                                       informed_skew=g.informed_skew, informed_horizon=g.informed_horizon)
+        note = "synthetic (generated" + (", with a planted look-ahead skew signal)" if g.informed_skew else ")")
+        return _replace(market, chains=frame, synthetic=True, notes={**market.notes, "option_chains": note})
     path = Path(chains)
     if not path.is_file():
         raise ConfigError(config_path, "data.option_chains", f"no such file {chains!r} (or use none, synthetic)")

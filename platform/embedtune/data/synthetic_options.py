@@ -75,22 +75,36 @@ def trailing_variance(close: np.ndarray, stamps: pd.DatetimeIndex, vol_window: i
     return short * per_year, long * per_year
 
 
-def _smile(atm_short: np.ndarray, atm_long: np.ndarray, t: np.ndarray, log_moneyness: np.ndarray) -> np.ndarray:
+def _smile(atm_short: np.ndarray, atm_long: np.ndarray, t: np.ndarray, log_moneyness: np.ndarray,
+           skew: np.ndarray | float = SKEW) -> np.ndarray:
     """Term structure (expected average variance of a mean-reverting variance) times a skewed smile."""
     decay = (1.0 - np.exp(-TERM_MEAN_REVERSION * t)) / (TERM_MEAN_REVERSION * t)
     atm = np.sqrt(atm_long**2 + (atm_short**2 - atm_long**2) * decay)
     x = np.clip(log_moneyness / np.sqrt(t), -3.0, 3.0)
-    return np.maximum(atm * (1.0 + SKEW * x + CURVATURE * x * x), MIN_VOL)
+    return np.maximum(atm * (1.0 + skew * x + CURVATURE * x * x), MIN_VOL)
+
+
+def informed_skew_tilt(close: np.ndarray, positions: np.ndarray, horizon: int, strength: float) -> np.ndarray:
+    """A PLANTED signal for ground-truth tests: the smile's skew at a snapshot leans toward the sign of the
+    underlying's move over the next ``horizon`` bars, as if informed traders bid the side they know will win.
+
+    This deliberately reads the future (0 where it runs past the data); it exists only so tests can check that
+    a model which sees the chain finds information that bars alone do not carry.
+    """
+    ahead = np.minimum(positions + horizon, len(close) - 1)
+    direction = np.sign(np.log(close[ahead] / close[positions]))
+    return SKEW + strength * direction
 
 
 def generate_option_chains(
     bars: pd.DataFrame | MarketData, seed: int = 0, every: int = 5, n_expiries: int = 4, strikes_per_side: int = 8,
     rate: float = 0.02, div: float = 0.0, vol_window: int = 20, annualization: float | None = None,
-    tick: float = TICK,
+    tick: float = TICK, informed_skew: float = 0.0, informed_horizon: int = 5,
 ) -> pd.DataFrame:
     """Long-format synthetic chains (``CHAIN_COLUMNS`` + ``iv``) sorted by timestamp, expiry, strike, right.
 
     ``tick`` is the bid floor and minimum spread (0.01 suits equities; pass e.g. 1e-4 for EUR/USD).
+    ``informed_skew > 0`` plants a look-ahead signal in the skew (see ``informed_skew_tilt``): tests only.
     """
     frame = bars.bars if isinstance(bars, MarketData) else bars
     if not isinstance(frame.index, pd.DatetimeIndex) or "close" not in frame.columns:
@@ -124,8 +138,10 @@ def generate_option_chains(
     w_ = np.broadcast_to(np.array([1.0, -1.0]), shape)
     forward = s_ * np.exp((rate - div) * t_)
     log_moneyness = np.log(k_ / forward)
+    skew = (informed_skew_tilt(close, positions, informed_horizon, informed_skew)[:, None, None, None]
+            if informed_skew else SKEW)
     iv = _smile(np.broadcast_to(atm_short[:, None, None, None], shape),
-                np.broadcast_to(atm_long[:, None, None, None], shape), t_, log_moneyness)
+                np.broadcast_to(atm_long[:, None, None, None], shape), t_, log_moneyness, skew)
     mid = bs_price(s_, k_, t_, rate, div, iv, w_)
 
     atm_t = _smile(atm_short[:, None, None, None], atm_long[:, None, None, None], t_, np.zeros(shape))

@@ -241,7 +241,7 @@ def fit_pin(buys: np.ndarray, sells: np.ndarray) -> PinFit:
             best = (float(result.fun), result.x)
     if best is None:
         return nan
-    alpha, delta, eps, mu = best[1][0], best[1][1], best[1][2] * scale, best[1][3] * scale
+    alpha, delta, eps, mu = (float(x) for x in best[1] * np.array([1.0, 1.0, scale, scale]))
     return PinFit(alpha, delta, eps, mu, pin_log_likelihood(alpha, delta, eps, mu, buys, sells))
 
 
@@ -307,16 +307,20 @@ def trade_bars(trades: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
     """Per-bar ``FLOW_COLUMNS`` and, when the stream has quotes, the bar's last quote (carried over empty bars)."""
     if not index.is_monotonic_increasing:
         raise ValueError("trades can be mapped onto bars sorted by time only")
-    ordered, position = _sorted_trades(trades, index)
+    return _bar_flow(*_sorted_trades(trades, index), index)
+
+
+def _bar_flow(ordered: pd.DataFrame, position: np.ndarray, index: pd.DatetimeIndex) -> pd.DataFrame:
     n = len(index)
     size = ordered["size"].to_numpy(dtype=float)
     side = trade_sides(ordered)
+    buy, sell = (side > 0).astype(float), (side < 0).astype(float)
     out = pd.DataFrame({
-        "buy_volume": np.bincount(position, size * (side > 0), minlength=n),
-        "sell_volume": np.bincount(position, size * (side < 0), minlength=n),
+        "buy_volume": np.bincount(position, size * buy, minlength=n),
+        "sell_volume": np.bincount(position, size * sell, minlength=n),
         "n_trades": np.bincount(position, minlength=n).astype(float),
-        "n_buys": np.bincount(position, side > 0, minlength=n),
-        "n_sells": np.bincount(position, side < 0, minlength=n),
+        "n_buys": np.bincount(position, buy, minlength=n),
+        "n_sells": np.bincount(position, sell, minlength=n),
     }, index=index)
     if set(QUOTE_COLUMNS) <= set(ordered.columns):
         last = np.flatnonzero(np.r_[position[1:] != position[:-1], True]) if len(position) else position
@@ -325,6 +329,12 @@ def trade_bars(trades: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
             values[position[last]] = ordered[column].to_numpy(dtype=float)[last]
             out[column] = pd.Series(values, index=index).ffill()
     return out
+
+
+def _bar_mean(position: np.ndarray, values: np.ndarray, count: np.ndarray) -> pd.Series:
+    """Mean of ``values`` per bar, carried forward over bars without a value (the quote still stands)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return pd.Series(np.bincount(position, values, minlength=len(count)) / count).ffill()
 
 
 def quote_features(position: np.ndarray, bid: np.ndarray, ask: np.ndarray, bid_size: np.ndarray,
@@ -338,25 +348,22 @@ def quote_features(position: np.ndarray, bid: np.ndarray, ask: np.ndarray, bid_s
     """
     e = np.nan_to_num(order_flow_imbalance(bid, ask, bid_size, ask_size), nan=0.0)
     count = np.bincount(position, minlength=n).astype(float)
+    depth = _bar_mean(position, (bid_size + ask_size) / 2.0, count)
     with np.errstate(divide="ignore", invalid="ignore"):
-        def bar_mean(values: np.ndarray) -> pd.Series:
-            return pd.Series(np.bincount(position, values, minlength=n) / count).ffill()
-
-        depth = bar_mean((bid_size + ask_size) / 2.0)
-        rel_spread = bar_mean((ask - bid) / ((ask + bid) / 2.0))
-        depth_imbalance = bar_mean((bid_size - ask_size) / (bid_size + ask_size))
+        rel_spread = _bar_mean(position, (ask - bid) / ((ask + bid) / 2.0), count)
+        depth_imbalance = _bar_mean(position, (bid_size - ask_size) / (bid_size + ask_size), count)
         ofi_sum = pd.Series(np.bincount(position, e, minlength=n))
         quotes = np.column_stack([bid, ask, bid_size, ask_size])
-        unchanged = (quotes[1:] == quotes[:-1]).all(axis=1)
+        unchanged = (quotes[1:] == quotes[:-1]).all(axis=1).astype(float)
         transitions = pd.Series(np.bincount(position[1:], minlength=n).astype(float))
         kept = pd.Series(np.bincount(position[1:], unchanged, minlength=n))
         ofi_window = (ofi_sum.rolling(window, min_periods=window).sum()
                       / depth.rolling(window, min_periods=window).mean())
         stability = (kept.rolling(window, min_periods=window).sum()
                      / transitions.rolling(window, min_periods=window).sum())
-        return {"ofi": (ofi_sum / depth).to_numpy(), "ofi_w": ofi_window.to_numpy(),
-                "rel_spread": rel_spread.to_numpy(), "depth_imbalance": depth_imbalance.to_numpy(),
-                "quote_stability": stability.to_numpy()}
+        ofi = ofi_sum / depth
+    return {"ofi": ofi.to_numpy(), "ofi_w": ofi_window.to_numpy(), "rel_spread": rel_spread.to_numpy(),
+            "depth_imbalance": depth_imbalance.to_numpy(), "quote_stability": stability.to_numpy()}
 
 
 def trade_size_stats(position: np.ndarray, size: np.ndarray, n: int, window: int, large_mult: float
@@ -377,7 +384,8 @@ def trade_size_stats(position: np.ndarray, size: np.ndarray, n: int, window: int
         skew = np.where((count >= 3) & (m2 > 0), m3 / m2**1.5, np.nan)
         history = (pd.Series(total).rolling(window, min_periods=window).sum()
                    / pd.Series(count).rolling(window, min_periods=window).sum()).shift(1).to_numpy()
-        large = np.bincount(position, size > large_mult * history[position], minlength=n) / count
+        is_large = (size > large_mult * history[position]).astype(float)
+        large = np.bincount(position, is_large, minlength=n) / count
     return {"trade_size_logmean": np.log(mean), "trade_size_cv": np.sqrt(m2) / mean, "trade_size_skew": skew,
             "large_trade_share": np.where(np.isfinite(history), large, np.nan)}
 
@@ -422,17 +430,22 @@ class MicrostructureFeatures(FeatureFamily):
     Params = MicrostructureParams
     params: MicrostructureParams
 
-    def _names(self) -> list[str]:
+    def _names(self) -> dict[str, str]:
+        """Internal key -> column suffix, in output order."""
         p = self.params
-        pin = f"pin_{p.pin_window}" + ("d" if p.pin_period == "day" else "")
-        return ["bvc_buy_frac", f"cs_spread_{p.spread_window}", f"roll_spread_{p.spread_window}",
-                f"amihud_{p.amihud_window}", f"vpin_{p.vpin_buckets}", "ofi", f"ofi_{p.flow_window}",
-                f"pressure_{p.flow_window}", f"imbalance_{p.flow_window}", f"kyle_lambda_{p.kyle_window}",
-                "rel_spread", "depth_imbalance", f"quote_stability_{p.flow_window}", pin,
-                "trade_size_logmean", "trade_size_cv", "trade_size_skew", "large_trade_share"]
+        w = p.flow_window
+        return {
+            "bvc_buy_frac": "bvc_buy_frac", "cs_spread": f"cs_spread_{p.spread_window}",
+            "roll_spread": f"roll_spread_{p.spread_window}", "amihud": f"amihud_{p.amihud_window}",
+            "vpin": f"vpin_{p.vpin_buckets}", "ofi": "ofi", "ofi_w": f"ofi_{w}", "pressure": f"pressure_{w}",
+            "imbalance": f"imbalance_{w}", "kyle_lambda": f"kyle_lambda_{p.kyle_window}", "rel_spread": "rel_spread",
+            "depth_imbalance": "depth_imbalance", "quote_stability": f"quote_stability_{w}",
+            "pin": f"pin_{p.pin_window}" + ("d" if p.pin_period == "day" else ""),
+            **{k: k for k in ("trade_size_logmean", "trade_size_cv", "trade_size_skew", "large_trade_share")},
+        }
 
     def output_columns(self) -> list[str]:
-        return [self.column(n) for n in self._names()]
+        return [self.column(n) for n in self._names().values()]
 
     def compute(self, market: MarketData) -> pd.DataFrame:
         p = self.params
@@ -451,9 +464,11 @@ class MicrostructureFeatures(FeatureFamily):
             "amihud": amihud_illiquidity(close, volume, p.amihud_window).to_numpy(),
         }
 
-        trades, position = (None, None) if market.trades is None else _sorted_trades(market.trades, index)
-        flow = trade_bars(market.trades, index) if market.trades is not None else None
-        if flow is None and {"buy_volume", "sell_volume"} <= set(bars.columns):
+        trades, position, flow = None, None, None
+        if market.trades is not None:
+            trades, position = _sorted_trades(market.trades, index)
+            flow = _bar_flow(trades, position, index)
+        elif {"buy_volume", "sell_volume"} <= set(bars.columns):
             flow = bars
         buy = flow["buy_volume"].astype(float) if flow is not None else pd.Series(nan, index=index)
         sell = flow["sell_volume"].astype(float) if flow is not None else pd.Series(nan, index=index)
@@ -488,11 +503,7 @@ class MicrostructureFeatures(FeatureFamily):
         else:
             columns.update({k: nan for k in ("trade_size_logmean", "trade_size_cv", "trade_size_skew",
                                              "large_trade_share")})
-        ordered = [columns[k] for k in ("bvc_buy_frac", "cs_spread", "roll_spread", "amihud", "vpin", "ofi", "ofi_w",
-                                        "pressure", "imbalance", "kyle_lambda", "rel_spread", "depth_imbalance",
-                                        "quote_stability", "pin", "trade_size_logmean", "trade_size_cv",
-                                        "trade_size_skew", "large_trade_share")]
-        data = {name: np.asarray(col, dtype=float) for name, col in zip(self.output_columns(), ordered)}
+        data = {self.column(name): np.asarray(columns[key], dtype=float) for key, name in self._names().items()}
         return pd.DataFrame(data, index=index)
 
     @staticmethod
@@ -514,8 +525,7 @@ class MicrostructureFeatures(FeatureFamily):
         if p.pin_period == "bar":
             return rolling_pin(buys, sells, p.pin_window, p.pin_stride)
         day, _ = pd.factorize(index.normalize())
-        daily_buys = pd.Series(buys).groupby(day).sum(min_count=1).to_numpy()
-        daily_sells = pd.Series(sells).groupby(day).sum(min_count=1).to_numpy()
+        daily_buys, daily_sells = np.bincount(day, buys), np.bincount(day, sells)  # a NaN bar makes its day NaN
         daily = rolling_pin(daily_buys, daily_sells, p.pin_window, p.pin_stride)
         released = np.r_[np.nan, daily[:-1]]  # a day's estimate is known from the next day's first bar
         return released[day]

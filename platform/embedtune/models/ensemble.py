@@ -1,29 +1,84 @@
-"""The model a trial trains: an encoder producing the embedding, and the multi-task heads reading it."""
+"""The model a trial trains: embedding sources, a fusion, the multi-task heads, and (optionally) learned loss weights.
+
+``model.type: temporal_transformer`` is the single temporal source whose embedding feeds the heads directly
+(``mlp``: the latest bar's features through an MLP, the features-only baseline);
+``ensemble`` adds the option-chain transformer, the option-graph GNN and per-family group encoders, joined by the
+configured fusion (concat, attention or hierarchical) whose weights are returned for inspection.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from embedtune.config import ModelConfig
+from embedtune.models.chain_transformer import OptionChainTransformer
+from embedtune.models.fusion import build_fusion
+from embedtune.models.gnn import OptionGraphEncoder
 from embedtune.models.heads import MultiTaskHeads
+from embedtune.models.sources import ChainSource, GraphSource, GroupSource, Inputs, TemporalSource
 from embedtune.models.temporal import TemporalTransformerEncoder
+from embedtune.models.uncertainty import UncertaintyWeighting
 
 
 class EmbeddingModel(nn.Module):
-    def __init__(self, encoder: nn.Module, heads: MultiTaskHeads) -> None:
+    def __init__(self, sources: nn.ModuleDict, fusion: nn.Module | None, heads: MultiTaskHeads,
+                 loss_weights: UncertaintyWeighting | None = None) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.sources = sources
+        self.fusion = fusion
         self.heads = heads
+        self.loss_weights = loss_weights
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        embedding, attention = self.encoder(x)
-        return {"embedding": embedding, "attention": attention, **self.heads(embedding)}
+    def encode(self, inputs: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        info: dict[str, torch.Tensor] = {}
+        embeddings = {}
+        for name, source in self.sources.items():
+            embeddings[name], extra = source(inputs)
+            info.update(extra)
+        if self.fusion is None:  # a single source feeds the heads directly
+            return next(iter(embeddings.values())), info
+        fused, weights = self.fusion(embeddings)
+        info.update({f"fusion_{name}": w for name, w in weights.items()})
+        return fused, info
+
+    def forward(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        embedding, info = self.encode(inputs)
+        return {"embedding": embedding, **info, **self.heads(embedding)}
 
 
-def build_model(cfg: ModelConfig, n_features: int) -> EmbeddingModel:
-    encoder = TemporalTransformerEncoder(
+def build_model(cfg: ModelConfig, n_features: int, feature_names: list[str] | None = None) -> EmbeddingModel:
+    weights = UncertaintyWeighting() if cfg.loss_weighting == "uncertainty" else None
+    if cfg.type == "mlp":  # the features-only baseline: the latest bar's features through an MLP
+        latest = GroupSource(list(range(n_features)), cfg.embedding_dim, hidden=cfg.d_model)
+        return EmbeddingModel(nn.ModuleDict({"latest": latest}), None, MultiTaskHeads(cfg.embedding_dim), weights)
+    temporal = TemporalTransformerEncoder(
         n_features=n_features, window=cfg.window, d_model=cfg.d_model, n_heads=cfg.n_heads,
         n_layers=cfg.n_layers, dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout,
         embedding_dim=cfg.embedding_dim,
     )
-    return EmbeddingModel(encoder, MultiTaskHeads(cfg.embedding_dim))
+    sources = nn.ModuleDict({"temporal": TemporalSource(temporal)})
+    dims = {"temporal": cfg.embedding_dim}
+    fusion = None
+    if cfg.type == "ensemble":
+        if cfg.chain.enabled:
+            c = cfg.chain
+            sources["chain"] = ChainSource(OptionChainTransformer(
+                n_features=c.n_features, d_model=c.d_model, n_heads=c.n_heads, n_layers=c.n_layers,
+                dropout=c.dropout, out_dim=c.out_dim))
+            dims["chain"] = c.out_dim
+        if cfg.graph.enabled:
+            g = cfg.graph
+            sources["graph"] = GraphSource(OptionGraphEncoder(
+                in_dim=cfg.chain.n_features, hidden=g.hidden, out_dim=g.out_dim, n_layers=g.n_layers, heads=g.heads,
+                dropout=g.dropout))
+            dims["graph"] = g.out_dim
+        names = feature_names or []
+        for group in cfg.groups:
+            columns = [i for i, n in enumerate(names) if n.split(".", 1)[0] == group]
+            if not columns:
+                raise ValueError(f"model.groups: family {group!r} has no columns in the prepared features")
+            sources[group] = GroupSource(columns, cfg.embedding_dim)
+            dims[group] = cfg.embedding_dim
+        fusion = build_fusion(cfg.fusion.type, dims, cfg.fusion.out_dim, cfg.fusion.order or cfg.sources)
+    head_dim = cfg.fusion.out_dim if fusion is not None else cfg.embedding_dim
+    return EmbeddingModel(sources, fusion, MultiTaskHeads(head_dim), weights)

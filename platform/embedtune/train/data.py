@@ -1,11 +1,15 @@
 """Per-fold scaling and the windowed torch dataset. Scalers are fit on the training segment only."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torch_geometric.data import Batch, Data
+
+from embedtune.chains.tensorize import ChainTensors
 
 REGRESSION_COLUMNS = (1, 2)  # volatility, volume in the label matrix
 CLIP = 10.0
@@ -43,23 +47,79 @@ class FoldScaler:
         return values * self.target_std[slot] + self.target_mean[slot]
 
 
-class WindowDataset(Dataset):
-    """Sample i is the feature window ending at bar ``positions[i]`` and that bar's labels."""
+def scale_chains(chains: ChainTensors | None, train_bars: np.ndarray) -> ChainTensors | None:
+    """Standardize per-option features with the real options of the snapshots the training bars can see.
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, positions: np.ndarray, window: int) -> None:
+    Option features live on very different scales (IV differences ~0.01, log open interest ~5); without this, a
+    small but informative feature is drowned. Statistics come from training snapshots only.
+    """
+    if chains is None:
+        return None
+    seen = np.unique(chains.snapshot_for_bar[train_bars])
+    seen = seen[seen >= 0]
+    real = chains.features[seen][chains.mask[seen]]
+    if len(real) == 0:
+        return chains
+    mean, std = real.mean(axis=0), real.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    scaled = np.clip((chains.features - mean) / std, -CLIP, CLIP) * chains.mask[..., None]
+    return replace(chains, features=scaled.astype(np.float32))
+
+
+def scale_graphs(graphs: list[Data] | None, chains: ChainTensors | None) -> list[Data] | None:
+    """Graphs whose node features are the scaled chain features (same options, same order as the tensors)."""
+    if graphs is None or chains is None:
+        return graphs
+    out = []
+    for s, graph in enumerate(graphs):  # build_graphs returns one graph per snapshot, in snapshot order
+        scaled = graph.clone()
+        scaled.x = torch.as_tensor(chains.features[s][chains.mask[s]])
+        out.append(scaled)
+    return out
+
+
+class WindowDataset(Dataset):
+    """Sample i is the feature window ending at bar ``positions[i]``, that bar's labels, and (for the ensemble) the
+    option-chain snapshot and graph visible at that bar."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, positions: np.ndarray, window: int,
+                 chains: ChainTensors | None = None, graphs: list[Data] | None = None) -> None:
         self.features = features
         self.labels = labels
         self.positions = torch.as_tensor(positions, dtype=torch.long)
         self.offsets = torch.arange(-window + 1, 1)
+        self.chains = chains
+        self.graphs = graphs
+        if chains is not None:
+            self.snapshot_for_bar = torch.as_tensor(chains.snapshot_for_bar, dtype=torch.long)
+            self.chain_x = torch.as_tensor(chains.features)
+            self.chain_mask = torch.as_tensor(chains.mask)
+            self.chain_rank = torch.as_tensor(chains.strike_rank, dtype=torch.long)
+            self.chain_tte = torch.as_tensor(chains.tte)
 
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.positions[i]
-        return self.features[t + self.offsets], self.labels[t]
+    def __getitem__(self, i: int) -> tuple[dict[str, Any], torch.Tensor]:
+        return self.batch(torch.tensor([i]))
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Vectorized gather of many samples at once (faster than a DataLoader for small models)."""
+    def inputs_at(self, bars: torch.Tensor) -> dict[str, Any]:
+        """Model inputs for samples ending at these bar positions (vectorized gather; each snapshot once)."""
+        inputs: dict[str, Any] = {"window": self.features[bars[:, None] + self.offsets[None, :]]}
+        if self.chains is not None:
+            snapshots = self.snapshot_for_bar[bars]
+            unique, index = torch.unique(snapshots.clamp(min=0), return_inverse=True)
+            inputs.update(chain_index=index, chain_valid=snapshots >= 0, chain_x=self.chain_x[unique],
+                          chain_mask=self.chain_mask[unique], chain_rank=self.chain_rank[unique],
+                          chain_tte=self.chain_tte[unique])
+            if self.graphs is not None:
+                inputs["graph"] = Batch.from_data_list([self.graphs[s] for s in unique.tolist()])
+        return inputs
+
+    def batch(self, idx: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
         t = self.positions[idx]
-        return self.features[t[:, None] + self.offsets[None, :]], self.labels[t]
+        return self.inputs_at(t), self.labels[t]
+
+
+def move(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) for k, v in inputs.items()}

@@ -22,7 +22,9 @@ from embedtune.labels import DIRECTION_CLASSES, REGIME_CLASSES
 from embedtune.models.ensemble import EmbeddingModel, build_model
 from embedtune.models.heads import multitask_loss
 from embedtune.strategy import Strategy
-from embedtune.train.data import FoldScaler, WindowDataset
+from embedtune.models.contrastive import contrastive_pairs, pretrain_encoder
+from embedtune.models.quality import cluster_purity, retrieval_accuracy
+from embedtune.train.data import FoldScaler, WindowDataset, move, scale_chains, scale_graphs
 from embedtune.train.distributed import shard, unwrap, world, wrap_ddp
 
 PREDICTION_COLUMNS = (
@@ -65,13 +67,24 @@ def fit_fold(
     scaler = FoldScaler.fit(data.features, data.labels, train, window)
     features = torch.from_numpy(scaler.features(data.features))
     targets = torch.from_numpy(np.nan_to_num(scaler.targets(data.labels), nan=0.0))
-    dataset = WindowDataset(features, targets, train, window)
 
+    chains = scale_chains(data.chains, train)
+    graphs = scale_graphs(data.graphs, chains)
+
+    def dataset_for(positions: np.ndarray) -> WindowDataset:
+        return WindowDataset(features, targets, positions, window, chains, graphs)
+
+    dataset = dataset_for(train)
     generator = seed_everything(seed)
-    model = build_model(cfg.model, n_features=features.shape[1])
+    model = build_model(cfg.model, n_features=features.shape[1], feature_names=data.feature_names).to(device)
+    pretrain_loss = pretrain(cfg, data, model, dataset, train, generator, seed) if cfg.model.pretrain.enabled else []
     net = wrap_ddp(model, device)
     tc = cfg.training
-    optimizer = torch.optim.AdamW(net.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    learned = list(model.loss_weights.parameters()) if model.loss_weights is not None else []
+    others = [p for p in net.parameters() if all(p is not q for q in learned)]
+    # Learned log-variances get no weight decay: decay would pull them back to fixed unit weights.
+    optimizer = torch.optim.AdamW([{"params": others}, {"params": learned, "weight_decay": 0.0}],
+                                  lr=tc.learning_rate, weight_decay=tc.weight_decay)
     lambdas = tc.lambdas.model_dump()
     history: list[float] = []
     net.train()
@@ -79,42 +92,102 @@ def fit_fold(
         order = torch.randperm(len(dataset), generator=generator)
         epoch_loss, steps = 0.0, 0
         for start in range(0, len(order), tc.batch_size):
-            x, y = dataset.batch(shard(order[start: start + tc.batch_size]))
-            losses = multitask_loss(net(x.to(device)), y.to(device), lambdas)
+            inputs, y = dataset.batch(shard(order[start: start + tc.batch_size]))
+            losses = multitask_loss(net(move(inputs, device)), y.to(device), lambdas)
+            total = model.loss_weights(losses.parts) if model.loss_weights is not None else losses.total
             optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
+            total.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
             optimizer.step()
-            epoch_loss += float(losses.total.detach())
+            epoch_loss += float(total.detach())
             steps += 1
         history.append(epoch_loss / max(steps, 1))
 
     model = unwrap(net)
-    predictions = predict(model, features, fold.test, window, scaler, data.index, device)
-    heads = head_metrics(predictions, data.labels[fold.test])
+    predictions, test_embeddings = predict(model, dataset_for(fold.test), scaler, data.index, device)
+    _, train_embeddings = predict(model, dataset, scaler, data.index, device)
+    heads = {
+        **head_metrics(predictions, data.labels[fold.test]),
+        **embedding_quality(test_embeddings, fold.test, train_embeddings, train, data.labels, cfg.labels.horizon),
+    }
+    if model.loss_weights is not None:
+        heads.update({f"lambda_eff_{k}": v for k, v in model.loss_weights.effective_lambdas().items()})
+    if pretrain_loss:
+        heads["pretrain_loss"] = pretrain_loss[-1]
     return FoldOutcome(fold=fold.index, predictions=predictions, train_loss=history, heads=heads, model=model)
 
 
+def pretrain(cfg: ExperimentConfig, data: PreparedData, model: EmbeddingModel, dataset: WindowDataset,
+             train: np.ndarray, generator: torch.Generator, seed: int) -> list[float]:
+    """NT-Xent on pairs drawn from the training segment only; the encoders then fine-tune with the heads."""
+    pc = cfg.model.pretrain
+    close = data.bars["close"].to_numpy()
+    returns = np.diff(np.log(close), prepend=np.nan)
+    vol = pd.Series(returns).rolling(cfg.labels.vol_window, min_periods=2).std().to_numpy()
+    anchors, positives = contrastive_pairs(
+        data.index, np.nan_to_num(returns), np.nan_to_num(vol), data.labels[:, 3], train, pc.n_pairs,
+        np.random.default_rng(seed),
+    )
+    if len(anchors) < 2:
+        return []
+    return pretrain_encoder(_PositionEncoder(model, dataset), lambda positions: torch.as_tensor(positions),
+                            anchors, positives, pc.epochs, pc.learning_rate, pc.temperature, pc.batch_size,
+                            generator)
+
+
+class _PositionEncoder(torch.nn.Module):
+    """Bar positions -> the model's fused embedding, the interface ``pretrain_encoder`` expects."""
+
+    def __init__(self, model: EmbeddingModel, dataset: WindowDataset) -> None:
+        super().__init__()
+        self.model = model
+        self.dataset = dataset
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, None]:
+        device = next(self.model.parameters()).device
+        return self.model.encode(move(self.dataset.inputs_at(positions.cpu()), device))[0], None
+
+
 @torch.no_grad()
-def predict(
-    model: EmbeddingModel, features: torch.Tensor, positions: np.ndarray, window: int, scaler: FoldScaler,
-    index: pd.Index, device: torch.device, batch_size: int = 1024,
-) -> pd.DataFrame:
-    """Head outputs for the windows ending at ``positions``; regression heads back in label units."""
+def predict(model: EmbeddingModel, dataset: WindowDataset, scaler: FoldScaler, index: pd.Index,
+            device: torch.device, batch_size: int = 1024) -> tuple[pd.DataFrame, np.ndarray]:
+    """Head outputs (regression heads back in label units) and embeddings for every sample of ``dataset``."""
+    was_training = model.training
     model.eval()
-    dataset = WindowDataset(features, torch.zeros(len(features), 4), positions, window)
-    chunks = []
+    chunks, embeddings = [], []
     for start in range(0, len(dataset), batch_size):
-        x, _ = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
-        out = model(x.to(device))
+        inputs, _ = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
+        out = model(move(inputs, device))
         chunks.append(torch.cat([
             torch.softmax(out["direction"], -1), out["volatility"][:, None], out["volume"][:, None],
             torch.softmax(out["regime"], -1),
         ], dim=1).cpu())
+        embeddings.append(out["embedding"].cpu())
+    model.train(was_training)
     values = torch.cat(chunks).numpy().astype(np.float64)
     values[:, 3] = scaler.unscale_regression(values[:, 3], 1)
     values[:, 4] = scaler.unscale_regression(values[:, 4], 2)
-    return pd.DataFrame(values, index=index[positions], columns=PREDICTION_COLUMNS)
+    positions = dataset.positions.numpy()
+    return (pd.DataFrame(values, index=index[positions], columns=PREDICTION_COLUMNS),
+            torch.cat(embeddings).numpy())
+
+
+def embedding_quality(test_embeddings: np.ndarray, test: np.ndarray, bank_embeddings: np.ndarray,
+                      bank: np.ndarray, labels: np.ndarray, horizon: int) -> dict[str, float]:
+    """Regime purity of the test embeddings; nearest-historical-neighbour retrieval of direction and regime.
+
+    The bank is the training segment, each item dated when its label became known (t + horizon), so retrieval
+    only ever looks at history whose outcome was already public.
+    """
+    known = ~np.isnan(labels[test]).any(axis=1)
+    if known.sum() < 10:
+        return {}
+    query, q_labels, q_times = test_embeddings[known], labels[test][known], test[known]
+    out = {"regime_purity": cluster_purity(query, q_labels[:, 3])}
+    for column, name in ((0, "direction"), (3, "regime")):
+        out[f"retrieval_{name}"] = retrieval_accuracy(query, q_labels[:, column], bank_embeddings,
+                                                      labels[bank, column], bank + horizon, q_times)
+    return out
 
 
 def trial_seed(cfg: ExperimentConfig) -> int:
