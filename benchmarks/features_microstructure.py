@@ -10,30 +10,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from embedtune.features.microstructure import bvc_buy_fraction, vpin
+from _harness import best_time, registry  # benchmarks/ is on sys.path when a script runs
 
-BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {}
-
-
-def benchmark(fn: Callable[[argparse.Namespace], dict[str, float]]) -> Callable[[argparse.Namespace], dict[str, float]]:
-    """Register a benchmark under its function name."""
-    BENCHMARKS[fn.__name__] = fn
-    return fn
-
-
-def _best_time(fn: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
-    best, result = float("inf"), np.empty(0)
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+BENCHMARKS, benchmark = registry()
 
 
 def _loop_vpin(volume: list[float], buy_fraction: list[float], bucket_size: list[float], n_buckets: int
@@ -76,10 +60,10 @@ def vpin_buckets(args: argparse.Namespace) -> dict[str, float]:
     fraction = bvc_buy_fraction(close, 50).to_numpy()
     size = 0.7 * pd.Series(volume).rolling(50, min_periods=50).mean().to_numpy()  # ~1.4 buckets per bar
     vpin(volume[:1000], fraction[:1000], size[:1000], args.buckets)  # compile / load the cached kernel
-    kernel_s, fast = _best_time(lambda: vpin(volume, fraction, size, args.buckets), args.repeat)
+    kernel_s, fast = best_time(lambda: vpin(volume, fraction, size, args.buckets), args.repeat)
     m = args.loop_bars
     lists = volume[:m].tolist(), fraction[:m].tolist(), size[:m].tolist()
-    loop_s, looped = _best_time(lambda: np.array(_loop_vpin(*lists, args.buckets)), args.repeat)
+    loop_s, looped = best_time(lambda: np.array(_loop_vpin(*lists, args.buckets)), args.repeat)
     np.testing.assert_allclose(fast[:m], looped, rtol=1e-12, equal_nan=True)
     kernel_rate, loop_rate = args.bars / kernel_s, m / loop_s
     return {"bars": float(args.bars), "kernel_bars_per_s": kernel_rate, "loop_bars_per_s": loop_rate,

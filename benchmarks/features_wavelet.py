@@ -8,8 +8,6 @@ the best of ``--repeat`` runs. The goal is >= 20x.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
 import pywt
@@ -17,24 +15,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
 from embedtune.features.wavelet import band_stats, rolling_wavelet_stats
+from _harness import best_time, registry  # benchmarks/ is on sys.path when a script runs
 
-BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {}
-
-
-def benchmark(fn: Callable[[argparse.Namespace], dict[str, float]]) -> Callable[[argparse.Namespace], dict[str, float]]:
-    """Register a benchmark under its function name."""
-    BENCHMARKS[fn.__name__] = fn
-    return fn
-
-
-def _best_time(fn: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
-    """Fastest of ``repeat`` runs: the machine is shared, and the minimum is the least disturbed measurement."""
-    best, result = float("inf"), np.empty(0)
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+BENCHMARKS, benchmark = registry()
 
 
 def _loop_stats(series: np.ndarray, window: int, n_windows: int, wavelet: str, levels: int) -> np.ndarray:
@@ -62,11 +45,11 @@ def wavelet_rolling(args: argparse.Namespace) -> dict[str, float]:
     returns = rng.standard_t(4, args.bars) * 0.01
     windows = sliding_window_view(returns, args.window)
     rolling_wavelet_stats(returns[: args.window * 2], args.window, args.wavelet, args.levels, "symmetric")  # warm-up
-    batched_s, batched = _best_time(
+    batched_s, batched = best_time(
         lambda: rolling_wavelet_stats(returns, args.window, args.wavelet, args.levels, "symmetric"), args.repeat)
-    loop_s, looped = _best_time(
+    loop_s, looped = best_time(
         lambda: _loop_stats(returns, args.window, args.loop_windows, args.wavelet, args.levels), args.repeat)
-    lean_s, lean = _best_time(
+    lean_s, lean = best_time(
         lambda: _loop_numpy_stats(returns, args.window, args.loop_windows, args.wavelet, args.levels), args.repeat)
     np.testing.assert_allclose(batched[: args.loop_windows], looped, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(batched[: args.loop_windows], lean, rtol=1e-9, atol=1e-12)

@@ -77,3 +77,47 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "training.epochs" in lines[0] and "Traceback" not in out.stderr
     assert not (tmp_path / "results").exists()
+
+
+ENSEMBLE_ERRORS = [
+    (lambda c: c["model"]["chain"].update(d_model=30, n_heads=4), "model.chain.n_heads"),
+    (lambda c: c["model"]["graph"].update(hidden=30, heads=4), "model.graph.heads"),
+    (lambda c: c["model"]["fusion"].update(type="average"), "model.fusion.type"),
+    (lambda c: c["model"]["graph"].update(required_edge_kinds=["diagonal"]), "model.graph.required_edge_kinds.0"),
+    (lambda c: c["data"].update(option_chains="none"), "model.chain.enabled"),
+    (lambda c: c["model"].update(groups=["technical"]), "model.groups"),
+    (lambda c: c["model"]["fusion"].update(order=["temporal", "chain"]), "model.fusion.order"),
+]
+
+
+@pytest.mark.parametrize("mutate, key", ENSEMBLE_ERRORS)
+def test_bad_ensemble_configs_name_their_key_before_any_worker(mutate, key: str) -> None:
+    raw = quickstart()
+    mutate(raw)
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "ens.yaml")
+    assert info.value.key == key
+
+
+def test_missing_edge_kind_and_empty_chain_fail_in_the_driver(tmp_path: Path) -> None:
+    from embedtune.dataset import prepare
+
+    raw = quickstart()
+    raw["data"]["chain_generator"]["n_expiries"] = 1  # one expiry: no calendar edges can exist
+    cfg = parse_config(raw, "ens.yaml")
+    with pytest.raises(ConfigError) as info:
+        prepare(cfg, "ens.yaml")
+    assert info.value.key == "model.graph.required_edge_kinds" and "calendar" in info.value.message
+
+    import pandas as pd
+
+    from embedtune.errors import DataError
+
+    empty = tmp_path / "chain.csv"
+    pd.DataFrame(columns=["timestamp", "expiry", "strike", "right", "bid", "ask", "last", "volume",
+                          "open_interest"]).to_csv(empty, index=False)
+    raw = quickstart()
+    raw["data"]["option_chains"] = str(empty)
+    with pytest.raises(DataError, match="no data rows") as err:
+        prepare(parse_config(raw, "ens.yaml"), "ens.yaml")
+    assert err.value.path == str(empty) and "\n" not in str(err.value)

@@ -22,16 +22,29 @@ def numpy_sharpe(returns: np.ndarray, periods_per_year: float) -> float:
 
 
 def test_tiny_experiment_end_to_end(tmp_path: Path) -> None:
-    result = run_experiment(TINY, output_root=str(tmp_path))
-    cfg = load_config(TINY)
+    raw = yaml.safe_load(TINY.read_text())
+    raw["search"]["uncertainty_baseline"] = True
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = run_experiment(config, output_root=str(tmp_path))
+    cfg = load_config(config)
     table = pd.read_csv(result.leaderboard_csv)
-    assert len(table) == cfg.search.num_samples
+    assert len(table) == cfg.search.num_samples + 1  # the searched trials and the uncertainty-weighting baseline
     assert (table["status"] == "done").all() and (table["folds"] == cfg.walk_forward.n_folds).all()
-    assert table["sharpe"].is_monotonic_decreasing and list(table["rank"]) == [1, 2]
+    assert table["sharpe"].is_monotonic_decreasing and list(table["rank"]) == [1, 2, 3]
+    baseline = table[table["trial"] == "u000"].iloc[0]
+    assert baseline["model.loss_weighting"] == "uncertainty"
+    assert all(baseline[f"head_lambda_eff_{task}"] > 0 for task in ("direction", "volatility", "volume", "regime"))
+    searched = table[table["trial"] != "u000"]
+    assert searched["head_lambda_eff_direction"].isna().all()  # fixed lambdas: nothing learned to report
+    for column in ("head_direction_accuracy", "head_regime_purity", "head_retrieval_direction",
+                   "head_retrieval_regime"):
+        assert table[column].between(0, 1).all()
     for column in ("lambdas.direction", "learning_rate", "sortino", "information_ratio", "max_drawdown",
                    "calmar", "hit_rate", "turnover", "config_hash", "data_hash"):
         assert column in table.columns
     assert table["config_hash"].nunique() == len(table)  # every trial's config differs and is recorded
+    assert table.loc[table["trial"] != "u000", "lambdas.direction"].nunique() == cfg.search.num_samples
 
     # The leaderboard's Sharpe equals an independent computation from the stored out-of-sample returns.
     manifest = json.loads((result.run_dir / "manifest.json").read_text())

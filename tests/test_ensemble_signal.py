@@ -34,7 +34,7 @@ BASE = {
 
 
 def run(model: dict) -> dict[str, float]:
-    cfg: ExperimentConfig = load_config("configs/ensemble.yaml").with_overrides({**BASE, "model": model})
+    cfg: ExperimentConfig = load_config("configs/quickstart.yaml").with_overrides({**BASE, "model": model})
     data = prepare(cfg)
     assert data.synthetic
     strategy = load_strategy(cfg.strategy.name, cfg.strategy.params, Path(cfg.strategy.path))

@@ -12,7 +12,7 @@ from embedtune.dataset import prepare
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config("configs/quickstart.yaml")
+    return load_config("tests/configs/temporal.yaml")
 
 
 def market(bars: pd.DataFrame) -> MarketData:

@@ -17,7 +17,7 @@ from embedtune.train.loop import run_folds
 
 
 def oos_sharpe(signal_strength: float) -> tuple[float, float]:
-    cfg: ExperimentConfig = load_config("configs/quickstart.yaml").with_overrides({
+    cfg: ExperimentConfig = load_config("tests/configs/temporal.yaml").with_overrides({
         "data.source": "synthetic",
         "data.synthetic.n_bars": 1800,
         "data.synthetic.seed": 5,

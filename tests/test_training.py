@@ -16,7 +16,7 @@ from embedtune.train.loop import fit_fold
 
 @pytest.fixture(scope="module")
 def small():
-    cfg = load_config("configs/quickstart.yaml").with_overrides({
+    cfg = load_config("tests/configs/temporal.yaml").with_overrides({
         "training.epochs": 2, "walk_forward.n_folds": 2, "walk_forward.test_bars": 100,
         "walk_forward.train_bars": 300, "model.d_model": 16, "model.n_heads": 2,
     })
@@ -39,7 +39,7 @@ def test_same_seed_same_predictions(small) -> None:
 
 
 def test_gradients_reach_every_parameter_and_lambda_zero_silences_a_head() -> None:
-    cfg = load_config("configs/quickstart.yaml").model
+    cfg = load_config("tests/configs/temporal.yaml").model
     torch.manual_seed(0)
     model = build_model(cfg, n_features=6)
     x = torch.randn(8, cfg.window, 6)
@@ -65,3 +65,32 @@ def test_total_loss_is_the_lambda_weighted_sum() -> None:
     expected = (0.5 * ce(out["direction"], y[:, 0].long()) + 2.0 * ((out["volatility"] - y[:, 1]) ** 2).mean()
                 + 3.0 * ce(out["regime"], y[:, 3].long()))
     torch.testing.assert_close(got.total, expected)
+
+
+def test_every_ensemble_parameter_learns_and_fusion_weights_are_returned() -> None:
+    from embedtune.dataset import prepare
+    from embedtune.models.quality import head_accuracy  # noqa: F401  (quality metrics import cleanly)
+    from embedtune.train.data import FoldScaler, WindowDataset, scale_chains, scale_graphs
+
+    cfg = load_config("configs/quickstart.yaml").with_overrides({"data.start": "2011-01-01",
+                                                                 "walk_forward.train_bars": 200,
+                                                                 "walk_forward.test_bars": 50,
+                                                                 "model.loss_weighting": "uncertainty"})
+    data = prepare(cfg)
+    fold = data.folds[0]
+    scaler = FoldScaler.fit(data.features, data.labels, fold.train, cfg.model.window)
+    features = torch.from_numpy(scaler.features(data.features))
+    targets = torch.from_numpy(np.nan_to_num(scaler.targets(data.labels), nan=0.0))
+    chains = scale_chains(data.chains, fold.train)
+    dataset = WindowDataset(features, targets, fold.train, cfg.model.window, chains, scale_graphs(data.graphs, chains))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, features.shape[1], data.feature_names)
+    inputs, y = dataset.batch(torch.arange(48))
+    out = model(inputs)
+    parts = multitask_loss(out, y, cfg.training.lambdas.model_dump()).parts
+    model.loss_weights(parts).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+    weights = torch.stack([out[f"fusion_{s}"] for s in cfg.model.sources], dim=1)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(48))
+    assert out["embedding"].shape == (48, cfg.model.fusion.out_dim)

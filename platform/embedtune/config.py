@@ -242,6 +242,9 @@ class SearchConfig(Strict):
     n_startup_trials: int = Field(default=4, ge=1)
     #: Dotted config paths (``training.lambdas.direction``) mapped to distributions.
     space: dict[str, SearchParam] = Field(default_factory=dict)
+    #: Also run one trial with learned uncertainty loss weights (Kendall et al.), the baseline that tuned lambdas
+    #: must beat; it is ranked in the same leaderboard.
+    uncertainty_baseline: bool = True
 
 
 class ResourcesConfig(Strict):

@@ -44,6 +44,8 @@ class PreparedData:
     graphs: list[Any] | None = None
     #: Feature columns dropped because the data cannot fill them (e.g. quote measures on bars-only data).
     dropped_features: tuple[str, ...] = ()
+    #: What is synthetic and how it was made (from ``MarketData.notes``), carried into every report.
+    notes: dict[str, str] | None = None
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -101,7 +103,7 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
         bars=market.bars, features=features.to_numpy(np.float32), feature_names=list(features.columns),
         labels=labels[list(LABEL_COLUMNS)].to_numpy(np.float32), first_sample=first_sample, folds=folds,
         periods_per_year=periods_per_year(market.bars.index), regimes=regimes, chains=chains, graphs=graphs,
-        dropped_features=tuple(empty),
+        dropped_features=tuple(empty), notes=dict(market.notes),
     )
 
 

@@ -74,6 +74,10 @@ def run_experiment(config_path: str | Path, output_root: str | None = None, verb
         grid = run_search(cfg, data_ref, strategy, str(storage), name="ablation" if ablation else "tune",
                           verbose=verbose, ablation=ablation)
         records = collect_records(grid, cfg, data)
+        if not ablation and cfg.search.uncertainty_baseline and cfg.model.loss_weighting == "fixed":
+            baseline = run_search(cfg, data_ref, strategy, str(storage), name="baseline", verbose=verbose,
+                                  fixed={UNCERTAINTY_KEY: "uncertainty"})
+            records += collect_records(baseline, cfg, data, prefix="u")
     finally:
         if started_ray:
             ray.shutdown()
@@ -88,11 +92,14 @@ def run_experiment(config_path: str | Path, output_root: str | None = None, verb
     return result
 
 
-def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData) -> list[TrialRecord]:
+UNCERTAINTY_KEY = "model.loss_weighting"
+
+
+def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix: str = "t") -> list[TrialRecord]:
     records = []
     results = sorted(grid, key=lambda r: r.path or "")
     for number, result in enumerate(results):
-        params = {k: v for k, v in (result.config or {}).items() if k in cfg.search.space or k == VARIANT_KEY}
+        params = dict(result.config or {})
         metrics = dict(result.metrics or {})
         oos = None
         checkpoint_path = metrics.get("checkpoint_path")
@@ -101,7 +108,7 @@ def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData) -> lis
         folds_done = int(metrics["fold"]) + 1 if "fold" in metrics else 0
         status = "error" if result.error else ("done" if folds_done == len(data.folds) else "stopped")
         records.append(TrialRecord(
-            trial_id=f"t{number:03d}", status=status, params=params,
+            trial_id=f"{prefix}{number:03d}", status=status, params=params,
             metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
             folds_done=folds_done, config_hash=trial_config(cfg, params).config_hash, oos=oos,
             error=str(result.error).splitlines()[0] if result.error else None,
@@ -130,7 +137,7 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
         "data": {"name": data.market_name, "source": data.source, "synthetic": data.synthetic,
                  "hash": data.data_hash, "bars": len(data.bars),
                  "start": str(data.index[0]), "end": str(data.index[-1]), "features": data.feature_names,
-                 "dropped_features": list(data.dropped_features)},
+                 "dropped_features": list(data.dropped_features), "notes": data.notes or {}},
         "folds": [{"fold": f.index, "train": [str(data.index[f.train[0]]), str(data.index[f.train[-1]])],
                    "test": [str(data.index[f.test[0]]), str(data.index[f.test[-1]])]} for f in data.folds],
         "objective": {"metric": cfg.objective.metric, "mode": cfg.objective.mode},
@@ -147,7 +154,8 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
 
 def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFrame,
                     manifest: dict[str, Any]) -> str:
-    banner = ("> **SYNTHETIC DATA**: every number below comes from generated data, not a market.\n\n"
+    what = "; ".join(f"{k}: {v}" for k, v in (data.notes or {}).items()) or "generated data"
+    banner = (f"> **SYNTHETIC DATA**: these results use data that did not come from a market ({what}).\n\n"
               if data.synthetic else "")
     d = manifest["data"]
     lines = [

@@ -39,7 +39,8 @@ def ranked_table(records: list[TrialRecord], metric: str, mode: str, data_hash: 
         row: dict[str, Any] = {"trial": r.trial_id, "status": r.status, "folds": r.folds_done}
         row.update({_short(k): v for k, v in sorted(r.params.items())})
         row.update({m: r.metrics.get(m, math.nan) for m in METRIC_COLUMNS})
-        row.update({f"head_{k}": v for k, v in r.metrics.items() if k.startswith("direction_accuracy")})
+        row.update({k: v for k, v in sorted(r.metrics.items())
+                    if k.startswith(("head_", "lambda_eff_", "fusion_"))})
         row.update({"config_hash": r.config_hash, "data_hash": data_hash, "experiment_hash": experiment_hash})
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -104,9 +104,10 @@ def fit_fold(
         history.append(epoch_loss / max(steps, 1))
 
     model = unwrap(net)
-    predictions, test_embeddings = predict(model, dataset_for(fold.test), scaler, data.index, device)
-    _, train_embeddings = predict(model, dataset, scaler, data.index, device)
+    predictions, test_embeddings, fusion = predict(model, dataset_for(fold.test), scaler, data.index, device)
+    _, train_embeddings, _ = predict(model, dataset, scaler, data.index, device)
     heads = {
+        **fusion,
         **head_metrics(predictions, data.labels[fold.test]),
         **embedding_quality(test_embeddings, fold.test, train_embeddings, train, data.labels, cfg.labels.horizon),
     }
@@ -150,11 +151,12 @@ class _PositionEncoder(torch.nn.Module):
 
 @torch.no_grad()
 def predict(model: EmbeddingModel, dataset: WindowDataset, scaler: FoldScaler, index: pd.Index,
-            device: torch.device, batch_size: int = 1024) -> tuple[pd.DataFrame, np.ndarray]:
-    """Head outputs (regression heads back in label units) and embeddings for every sample of ``dataset``."""
+            device: torch.device, batch_size: int = 1024) -> tuple[pd.DataFrame, np.ndarray, dict[str, float]]:
+    """Head outputs (regression heads back in label units), embeddings, and mean fusion weight per source."""
     was_training = model.training
     model.eval()
     chunks, embeddings = [], []
+    fusion: dict[str, float] = {}
     for start in range(0, len(dataset), batch_size):
         inputs, _ = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
         out = model(move(inputs, device))
@@ -163,13 +165,16 @@ def predict(model: EmbeddingModel, dataset: WindowDataset, scaler: FoldScaler, i
             torch.softmax(out["regime"], -1),
         ], dim=1).cpu())
         embeddings.append(out["embedding"].cpu())
+        for key, weights in out.items():
+            if key.startswith("fusion_"):
+                fusion[key] = fusion.get(key, 0.0) + float(weights.sum())
     model.train(was_training)
     values = torch.cat(chunks).numpy().astype(np.float64)
     values[:, 3] = scaler.unscale_regression(values[:, 3], 1)
     values[:, 4] = scaler.unscale_regression(values[:, 4], 2)
     positions = dataset.positions.numpy()
     return (pd.DataFrame(values, index=index[positions], columns=PREDICTION_COLUMNS),
-            torch.cat(embeddings).numpy())
+            torch.cat(embeddings).numpy(), {k: v / len(dataset) for k, v in fusion.items()})
 
 
 def embedding_quality(test_embeddings: np.ndarray, test: np.ndarray, bank_embeddings: np.ndarray,

@@ -63,14 +63,18 @@ def make_searcher(cfg: ExperimentConfig) -> ConcurrencyLimiter | None:
 
 
 def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strategy, storage_path: str,
-               name: str, verbose: bool = True, ablation: bool = False) -> tune.ResultGrid:
-    """An Optuna search over ``search.space``; with ``ablation``, a grid over feature-family variants instead."""
+               name: str, verbose: bool = True, ablation: bool = False,
+               fixed: dict[str, Any] | None = None) -> tune.ResultGrid:
+    """An Optuna search over ``search.space``; with ``ablation``, a grid over feature-family variants instead;
+    with ``fixed``, one trial at those dotted-path values (the uncertainty-weighting baseline)."""
     trainable = tune.with_parameters(
         run_trial, base=cfg.model_dump(mode="json"), data=[data_ref], strategy=strategy, storage_path=storage_path,
     )
     trainable = tune.with_resources(trainable, {"CPU": cfg.resources.trial_cpus})
-    searcher = None if ablation else make_searcher(cfg)
-    param_space = {VARIANT_KEY: tune.grid_search(list(ablation_variants(cfg.features)))} if ablation else None
+    searcher = None if (ablation or fixed) else make_searcher(cfg)
+    param_space: dict[str, Any] | None = dict(fixed) if fixed else None
+    if ablation:
+        param_space = {VARIANT_KEY: tune.grid_search(list(ablation_variants(cfg.features)))}
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,

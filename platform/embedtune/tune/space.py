@@ -23,8 +23,8 @@ def optuna_space(cfg: ExperimentConfig) -> dict[str, optuna.distributions.BaseDi
 
 
 def apply_params(cfg: ExperimentConfig, params: dict[str, Any]) -> ExperimentConfig:
-    """The trial's config: sampled values written at their dotted paths, then re-validated."""
-    return cfg.with_overrides({k: v for k, v in params.items() if k in cfg.search.space})
+    """The trial's config: sampled (or fixed) values written at their dotted paths, then re-validated."""
+    return cfg.with_overrides({k: v for k, v in params.items() if k != VARIANT_KEY})
 
 
 VARIANT_KEY = "features_variant"
