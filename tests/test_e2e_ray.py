@@ -38,7 +38,7 @@ def test_tiny_experiment_end_to_end(tmp_path: Path) -> None:
     searched = table[table["trial"] != "u000"]
     assert searched["head_lambda_eff_direction"].isna().all()  # fixed lambdas: nothing learned to report
     for column in ("head_direction_accuracy", "head_regime_purity", "head_retrieval_direction",
-                   "head_retrieval_regime"):
+                   "head_retrieval_regime", "deflated_sharpe", "pbo"):
         assert table[column].between(0, 1).all()
     for column in ("lambdas.direction", "learning_rate", "sortino", "information_ratio", "max_drawdown",
                    "calmar", "hit_rate", "turnover", "config_hash", "data_hash"):
@@ -79,3 +79,23 @@ def test_ablation_ranks_feature_family_variants(tmp_path: Path) -> None:
     returns = [pd.read_parquet(result.run_dir / "trials" / f"{t}_oos.parquet")["strategy_return"]
                for t in table["trial"]]
     assert not returns[0].equals(returns[1]) and not returns[1].equals(returns[2])
+
+
+def test_overfitting_checks_in_the_bundle_match_the_library(tmp_path: Path) -> None:
+    """Deflated Sharpe per trial and PBO per experiment, recomputed from the stored returns."""
+    from embedtune.backtest.overfitting import dsr_from_returns, per_period_sharpe, probability_of_backtest_overfitting
+    from embedtune.experiment import overfitting_checks
+    from embedtune.leaderboard.records import TrialRecord
+
+    rng = np.random.default_rng(2)
+    index = pd.date_range("2020-01-01", periods=300, freq="B")
+    records = [TrialRecord(trial_id=f"t{i}", status="done", params={}, metrics={}, folds_done=3, config_hash=str(i),
+                           oos=pd.DataFrame({"strategy_return": rng.normal(0.0, 0.01, 300)}, index=index))
+               for i in range(6)]
+    summary = overfitting_checks(records, 252.0)
+    returns = np.column_stack([r.oos["strategy_return"] for r in records])
+    assert summary["pbo"] == pytest.approx(probability_of_backtest_overfitting(returns, 16).pbo)
+    sharpes = per_period_sharpe(returns)
+    for j, record in enumerate(records):
+        assert record.metrics["deflated_sharpe"] == pytest.approx(dsr_from_returns(returns[:, j], sharpes).probability)
+    assert summary["deflated_sharpe"] < 0.95  # noise: the best of six is not significant

@@ -19,6 +19,7 @@ from ray import cloudpickle
 import pandas as pd
 import ray
 
+from embedtune.backtest.overfitting import dsr_from_returns, per_period_sharpe, select_with_overfitting_checks
 from embedtune.config import ExperimentConfig, dump_config, load_config
 from embedtune.dataset import PreparedData, prepare
 from embedtune.leaderboard.chart import equity_chart
@@ -117,8 +118,25 @@ def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix
     return records
 
 
+def overfitting_checks(records: list[TrialRecord], periods_per_year: float) -> dict[str, float]:
+    """Deflated Sharpe of every finished trial (against the expected best of as many null trials) and the
+    experiment's probability of backtest overfitting (CSCV); written into each record's metrics."""
+    done = [r for r in records if r.status == "done" and r.oos is not None]
+    if len(done) < 2:
+        return {}
+    returns = pd.DataFrame({r.trial_id: r.oos["strategy_return"] for r in done}).fillna(0.0)
+    n_splits = max(2, min(16, (len(returns) // 2) * 2))
+    summary = select_with_overfitting_checks(returns, periods_per_year, n_splits=n_splits)
+    sharpes = per_period_sharpe(returns.to_numpy())
+    for j, record in enumerate(done):
+        record.metrics["deflated_sharpe"] = dsr_from_returns(returns.to_numpy()[:, j], sharpes).probability
+        record.metrics["pbo"] = summary["pbo"]
+    return summary
+
+
 def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: PreparedData,
                  records: list[TrialRecord], config_path: str, storage: Path, seconds: float) -> ExperimentResult:
+    selection = overfitting_checks(records, data.periods_per_year)
     table = ranked_table(records, cfg.objective.metric, cfg.objective.mode, data.data_hash, cfg.config_hash)
     order = {trial: i for i, trial in enumerate(table["trial"])} if not table.empty else {}
     ranked = sorted(records, key=lambda r: order.get(r.trial_id, len(order)))
@@ -141,6 +159,7 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
         "folds": [{"fold": f.index, "train": [str(data.index[f.train[0]]), str(data.index[f.train[-1]])],
                    "test": [str(data.index[f.test[0]]), str(data.index[f.test[-1]])]} for f in data.folds],
         "objective": {"metric": cfg.objective.metric, "mode": cfg.objective.mode},
+        "selection": selection,
         "git_commit": git_commit(), "ray_storage": str(storage), "seconds": round(seconds, 1),
         "trials": {r.trial_id: {"status": r.status, "error": r.error, **r.extra} for r in records},
     }
@@ -150,6 +169,15 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
     return ExperimentResult(run_dir=final, leaderboard_md=final / "leaderboard.md",
                             leaderboard_csv=final / "leaderboard.csv", equity_png=final / "equity.png",
                             table=table, seconds=seconds)
+
+
+def selection_line(selection: dict[str, float]) -> str:
+    if not selection:
+        return "- overfitting checks: need at least 2 finished trials"
+    return (f"- overfitting checks over {int(selection['n_trials'])} trials: best Sharpe "
+            f"{selection['best_sharpe']:.3f} vs {selection['expected_max_sharpe']:.3f} expected from the best of as "
+            f"many null trials; deflated Sharpe (probability the best is real) {selection['deflated_sharpe']:.3f}; "
+            f"probability of backtest overfitting {selection['pbo']:.3f}")
 
 
 def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFrame,
@@ -167,6 +195,7 @@ def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFra
         f"- strategy: `{cfg.strategy.name}` {cfg.strategy.params}, fees {cfg.strategy.fees}, slippage "
         f"{cfg.strategy.slippage}, executed at the next bar's open",
         f"- config hash `{cfg.config_hash}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
+        selection_line(manifest.get("selection") or {}),
         "", "![equity](equity.png)", "", to_markdown(table), "",
     ]
     return "\n".join(lines)

@@ -3,11 +3,14 @@
 A sample at position t carries a label built from bars t+1..t+h (h = label horizon). Training on a sample whose label
 window reaches into the test block leaks test outcomes into the model, so every fold leaves ``purge >= h`` samples
 between the last training sample and the first test sample; the ``embargo`` adds a further gap because features built
-from overlapping trailing windows are serially correlated across the boundary.
+from overlapping trailing windows are serially correlated across the boundary. ``combinatorial_purged_folds`` gives
+the combinatorial purged cross-validation splits (training on both sides of the test groups) and ``cpcv_paths`` their
+backtest paths.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Any, Literal
 
 import numpy as np
@@ -118,3 +121,95 @@ def describe_folds(folds: list[Fold], index: pd.DatetimeIndex) -> list[dict[str,
             "gap": int(fold.test[0] - fold.train[-1] - 1),
         })
     return rows
+
+
+def combinatorial_purged_folds(
+    n_samples: int,
+    *,
+    n_groups: int,
+    n_test_groups: int,
+    purge: int,
+    embargo: int,
+    horizon: int,
+    first_valid: int = 0,
+) -> list[Fold]:
+    """Combinatorial Purged Cross-Validation splits (Lopez de Prado, AFML ch. 12), C(n_groups, n_test_groups) of them.
+
+    Positions ``first_valid..n_samples-1`` are cut into ``n_groups`` contiguous groups (``np.array_split`` sizes);
+    split i (``itertools.combinations`` order, the order :func:`cpcv_paths` refers to) tests on the union of its
+    ``n_test_groups`` groups and trains on every other position except, around EACH test group [s, e], the
+    ``purge`` samples s-purge..s-1 (their labels t+1..t+h would reach the test group; ``purge >= horizon``) and the
+    ``embargo`` samples e+1..e+embargo (features on trailing windows overlap the test group). A training sample after a
+    test group also shares label bars with the test labels unless ``embargo >= horizon - 1``. Unlike walk-forward
+    folds, training samples lie on both sides of the test groups.
+    """
+    _check_cpcv(n_samples, n_groups, n_test_groups, purge, embargo, horizon, first_valid)
+    positions = np.arange(n_samples)
+    groups = np.array_split(np.arange(first_valid, n_samples), n_groups)
+    starts = np.array([int(g[0]) for g in groups])
+    ends = np.array([int(g[-1]) for g in groups])
+    # Row j: group j itself plus its purge zone before and its embargo zone after.
+    excluded_by = (positions >= (starts - purge)[:, None]) & (positions <= (ends + embargo)[:, None])
+    valid = positions >= first_valid
+    folds: list[Fold] = []
+    for i, test_groups in enumerate(_group_combinations(n_groups, n_test_groups)):
+        test = np.concatenate([groups[j] for j in test_groups])
+        train = positions[valid & ~excluded_by[list(test_groups)].any(axis=0)]
+        if train.size == 0:
+            raise ValueError(
+                f"split {i} (test groups {test_groups}) has no training sample left after purge ({purge}) and "
+                f"embargo ({embargo}); n_samples={n_samples}, first_valid={first_valid}, n_groups={n_groups}"
+            )
+        folds.append(Fold(index=i, train=train, test=test))
+    return folds
+
+
+def cpcv_paths(n_groups: int, n_test_groups: int) -> np.ndarray:
+    """Backtest paths of CPCV: a (phi, n_groups) array of split indices, phi = n_test_groups / n_groups * C(N, k).
+
+    Entry [p, g] is the split (index into :func:`combinatorial_purged_folds`) whose test predictions fill group g on
+    path p: the p-th split, in combination order, that tests on g. Each group appears once per path, each split in
+    exactly ``n_test_groups`` cells, and the splits on one path cover every group once.
+    """
+    _check_groups(n_groups, n_test_groups)
+    combos = _group_combinations(n_groups, n_test_groups)
+    membership = np.zeros((len(combos), n_groups), dtype=bool)
+    membership[np.repeat(np.arange(len(combos)), n_test_groups), np.array(combos).ravel()] = True
+    split_of = np.nonzero(membership.T)[1]  # sorted by group, then by split index
+    n_paths = len(combos) * n_test_groups // n_groups
+    return split_of.reshape(n_groups, n_paths).T
+
+
+def _group_combinations(n_groups: int, n_test_groups: int) -> list[tuple[int, ...]]:
+    return list(combinations(range(n_groups), n_test_groups))
+
+
+def _check_groups(n_groups: int, n_test_groups: int) -> None:
+    if n_groups < 2:
+        raise ValueError(f"n_groups must be >= 2, got {n_groups}")
+    if not 1 <= n_test_groups < n_groups:
+        raise ValueError(f"n_test_groups must be in 1..n_groups-1 ({n_groups - 1}), got {n_test_groups}")
+
+
+def _check_cpcv(
+    n_samples: int, n_groups: int, n_test_groups: int, purge: int, embargo: int, horizon: int, first_valid: int
+) -> None:
+    """Raise ValueError naming the first impossible quantity (same wording as the walk-forward checks)."""
+    for name, value in (("n_samples", n_samples), ("horizon", horizon)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    for name, value in (("embargo", embargo), ("first_valid", first_valid)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    _check_groups(n_groups, n_test_groups)
+    if purge < horizon:
+        raise ValueError(
+            f"purge ({purge}) must be >= horizon ({horizon}): a training label uses bars t+1..t+{horizon}, "
+            f"so fewer than {horizon} purged samples let training labels overlap the test group"
+        )
+    usable = n_samples - first_valid
+    if usable < n_groups:
+        raise ValueError(
+            f"n_groups ({n_groups}) exceeds the {max(usable, 0)} samples between first_valid ({first_valid}) and "
+            f"n_samples ({n_samples}): every group needs at least one sample"
+        )

@@ -9,7 +9,7 @@ import pandas as pd
 
 METRIC_COLUMNS = (
     "sharpe", "sortino", "information_ratio", "max_drawdown", "calmar", "hit_rate", "turnover",
-    "total_return", "annual_return", "annual_volatility", "n_trades",
+    "total_return", "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "pbo",
 )
 
 
