@@ -202,16 +202,56 @@ class StrategyConfig(Strict):
     slippage: float = Field(default=0.0005, ge=0.0, lt=0.1)
 
 
-METRICS_MAXIMIZED = ("sharpe", "sortino", "information_ratio", "calmar", "total_return", "annual_return", "hit_rate")
-METRICS_MINIMIZED = ("max_drawdown", "turnover", "annual_volatility")
+METRICS_MAXIMIZED = ("sharpe", "sortino", "information_ratio", "calmar", "total_return", "annual_return", "hit_rate",
+                     "deflated_sharpe")
+METRICS_MINIMIZED = ("max_drawdown", "turnover", "annual_volatility", "risk_adjusted")
+Metric = Literal[METRICS_MAXIMIZED + METRICS_MINIMIZED]  # type: ignore[valid-type]
+
+
+def metric_mode(metric: str) -> Literal["max", "min"]:
+    return "max" if metric in METRICS_MAXIMIZED else "min"
+
+
+class RiskAdjustedConfig(Strict):
+    """``risk_adjusted = -annual_return + a * annual_volatility + b * max_drawdown + c * |corr(strategy, benchmark)|``
+    (minimized), the seed guide's custom loss."""
+
+    a: float = Field(default=1.0, ge=0.0)
+    b: float = Field(default=1.0, ge=0.0)
+    c: float = Field(default=0.0, ge=0.0)
+
+
+class ConstraintsConfig(Strict):
+    """Upper limits a trial must satisfy; infeasible trials are ranked after feasible ones and steer Optuna."""
+
+    max_drawdown: float | None = Field(default=None, gt=0.0, le=1.0)
+    turnover: float | None = Field(default=None, gt=0.0)
+    #: Largest single trade as a fraction of trailing average daily dollar volume (at ``objective.capital``).
+    capacity: float | None = Field(default=None, gt=0.0)
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class ObjectiveConfig(Strict):
-    metric: Literal[METRICS_MAXIMIZED + METRICS_MINIMIZED] = "sharpe"  # type: ignore[valid-type]
+    #: Single-objective search (TPE) on this metric ...
+    metric: Metric = "sharpe"
+    #: ... or, when given, multi-objective search (NSGA-II) on these, e.g. [sharpe, max_drawdown].
+    metrics: list[Metric] | None = Field(default=None, min_length=2)
+    risk_adjusted: RiskAdjustedConfig = RiskAdjustedConfig()
+    constraints: ConstraintsConfig = ConstraintsConfig()
+    #: Capital assumed when measuring capacity (traded size against average dollar volume).
+    capital: float = Field(default=1_000_000.0, gt=0.0)
+    capacity_window: int = Field(default=20, ge=1)
 
     @property
     def mode(self) -> Literal["max", "min"]:
-        return "max" if self.metric in METRICS_MAXIMIZED else "min"
+        return metric_mode(self.metric)
+
+    @property
+    def targets(self) -> list[str]:
+        """The metrics the search optimizes, in order."""
+        return list(self.metrics) if self.metrics else [self.metric]
 
 
 class SearchParam(Strict):
@@ -235,11 +275,24 @@ class SearchParam(Strict):
         return self
 
 
+class SchedulerConfig(Strict):
+    """``asha`` stops weak trials at fold boundaries (a report after each fold); Optuna only proposes."""
+
+    type: Literal["fifo", "asha"] = "fifo"
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1.0)
+
+
 class SearchConfig(Strict):
     num_samples: int = Field(default=8, ge=1)
     max_concurrent: int = Field(default=2, ge=1)
-    sampler: Literal["tpe", "random"] = "tpe"
+    #: ``tpe`` (single objective), ``nsga2`` (multi-objective; the default when objective.metrics is set), ``random``.
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     n_startup_trials: int = Field(default=4, ge=1)
+    scheduler: SchedulerConfig = SchedulerConfig()
+    #: Optuna study storage (any SQLAlchemy URL); default: an SQLite file next to the experiment's results, which
+    #: optuna-dashboard opens as is.
+    storage: str | None = None
     #: Dotted config paths (``training.lambdas.direction``) mapped to distributions.
     space: dict[str, SearchParam] = Field(default_factory=dict)
     #: Also run one trial with learned uncertainty loss weights (Kendall et al.), the baseline that tuned lambdas
@@ -387,6 +440,10 @@ def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
                 break
     if config.search.max_concurrent > config.search.num_samples:
         errors.append(("search.max_concurrent", "exceeds search.num_samples"))
+    if config.objective.metrics and config.search.scheduler.type == "asha":
+        errors.append(("search.scheduler.type", "ASHA needs a single objective; objective.metrics has several"))
+    if config.objective.metrics and config.search.sampler == "tpe" and len(config.objective.metrics) > 1:
+        errors.append(("search.sampler", "use nsga2 (or random) with several objective.metrics"))
     return errors
 
 

@@ -11,6 +11,7 @@ from embedtune.backtest.portfolio import run_backtest
 from embedtune.config import ExperimentConfig
 from embedtune.dataset import PreparedData
 from embedtune.strategy import Strategy
+from embedtune.tune.objectives import capacity, risk_adjusted
 
 
 @dataclass
@@ -26,7 +27,12 @@ def evaluate_oos(
     bars = data.bars.loc[predictions.index[0]: predictions.index[-1]]
     target = strategy.positions(predictions.reindex(bars.index), bars)
     result = run_backtest(bars, target, fees=cfg.strategy.fees, slippage=cfg.strategy.slippage)
-    metrics = compute_metrics(result, data.periods_per_year)
+    metrics = dict(compute_metrics(result, data.periods_per_year))
+    strategy_returns, benchmark = result.returns.fillna(0.0), result.benchmark_returns.fillna(0.0)
+    metrics["benchmark_correlation"] = (float(np.corrcoef(strategy_returns, benchmark)[0, 1])
+                                        if strategy_returns.std() > 0 and benchmark.std() > 0 else float("nan"))
+    metrics["capacity"] = capacity(result.traded, bars, cfg.objective)
+    metrics["risk_adjusted"] = risk_adjusted(metrics, cfg.objective)
     frame = pd.DataFrame({
         "target": target.reindex(bars.index),
         "position": result.positions,

@@ -20,7 +20,7 @@ import pandas as pd
 import ray
 
 from embedtune.backtest.overfitting import dsr_from_returns, per_period_sharpe, select_with_overfitting_checks
-from embedtune.config import ExperimentConfig, dump_config, load_config
+from embedtune.config import ExperimentConfig, dump_config, load_config, metric_mode
 from embedtune.dataset import PreparedData, prepare
 from embedtune.leaderboard.chart import equity_chart
 from embedtune.leaderboard.records import TrialRecord, ranked_table, to_markdown
@@ -72,8 +72,10 @@ def run_experiment(config_path: str | Path, output_root: str | None = None, verb
     started_ray = ensure_ray(cfg)
     try:
         data_ref = ray.put(data)
+        experiment_root.mkdir(parents=True, exist_ok=True)
+        study = cfg.search.storage or f"sqlite:///{experiment_root / 'optuna.db'}"
         grid = run_search(cfg, data_ref, strategy, str(storage), name="ablation" if ablation else "tune",
-                          verbose=verbose, ablation=ablation)
+                          verbose=verbose, ablation=ablation, study_storage=study, study_name=run_id)
         records = collect_records(grid, cfg, data)
         if not ablation and cfg.search.uncertainty_baseline and cfg.model.loss_weighting == "fixed":
             baseline = run_search(cfg, data_ref, strategy, str(storage), name="baseline", verbose=verbose,
@@ -137,7 +139,7 @@ def overfitting_checks(records: list[TrialRecord], periods_per_year: float) -> d
 def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: PreparedData,
                  records: list[TrialRecord], config_path: str, storage: Path, seconds: float) -> ExperimentResult:
     selection = overfitting_checks(records, data.periods_per_year)
-    table = ranked_table(records, cfg.objective.metric, cfg.objective.mode, data.data_hash, cfg.config_hash)
+    table = ranked_table(records, cfg.objective.targets, data.data_hash, cfg.config_hash)
     order = {trial: i for i, trial in enumerate(table["trial"])} if not table.empty else {}
     ranked = sorted(records, key=lambda r: order.get(r.trial_id, len(order)))
 
@@ -158,7 +160,8 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
                  "dropped_features": list(data.dropped_features), "notes": data.notes or {}},
         "folds": [{"fold": f.index, "train": [str(data.index[f.train[0]]), str(data.index[f.train[-1]])],
                    "test": [str(data.index[f.test[0]]), str(data.index[f.test[-1]])]} for f in data.folds],
-        "objective": {"metric": cfg.objective.metric, "mode": cfg.objective.mode},
+        "objective": {"metric": cfg.objective.targets[0], "mode": metric_mode(cfg.objective.targets[0]),
+                      "targets": cfg.objective.targets, "constraints": cfg.objective.constraints.active()},
         "selection": selection,
         "git_commit": git_commit(), "ray_storage": str(storage), "seconds": round(seconds, 1),
         "trials": {r.trial_id: {"status": r.status, "error": r.error, **r.extra} for r in records},
@@ -189,7 +192,9 @@ def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFra
     lines = [
         f"# Leaderboard: {cfg.name}", "", banner + (cfg.description or ""), "",
         f"- data: {d['name']} ({d['source']}), {d['bars']} bars, {d['start']} .. {d['end']}, hash `{d['hash']}`",
-        f"- objective: {cfg.objective.mode} out-of-sample `{cfg.objective.metric}` over {len(data.folds)} "
+        f"- objective: " + ", ".join(f"{metric_mode(m)} `{m}`" for m in cfg.objective.targets)
+        + (f" subject to {cfg.objective.constraints.active()}" if cfg.objective.constraints.active() else "")
+        + f", out of sample over {len(data.folds)} "
         f"walk-forward folds ({cfg.walk_forward.scheme}, purge {cfg.walk_forward.purge_bars}, embargo "
         f"{cfg.walk_forward.embargo_bars}, horizon {cfg.labels.horizon})",
         f"- strategy: `{cfg.strategy.name}` {cfg.strategy.params}, fees {cfg.strategy.fees}, slippage "

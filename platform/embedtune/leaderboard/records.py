@@ -5,11 +5,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 METRIC_COLUMNS = (
     "sharpe", "sortino", "information_ratio", "max_drawdown", "calmar", "hit_rate", "turnover",
-    "total_return", "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "pbo",
+    "total_return", "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "pbo", "risk_adjusted",
+    "benchmark_correlation", "capacity",
 )
 
 
@@ -31,27 +33,47 @@ def _short(path: str) -> str:
     return path.removeprefix("training.")
 
 
-def ranked_table(records: list[TrialRecord], metric: str, mode: str, data_hash: str,
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """Non-dominated rows of ``values`` (n, k), every column to be maximized."""
+    better_eq = (values[:, None, :] >= values[None, :, :]).all(axis=2)
+    strictly = (values[:, None, :] > values[None, :, :]).any(axis=2)
+    dominated = (better_eq & strictly).any(axis=0)
+    return ~dominated
+
+
+def ranked_table(records: list[TrialRecord], targets: list[str], data_hash: str,
                  experiment_hash: str) -> pd.DataFrame:
-    """Trials best first by the objective; failed trials last, kept so nothing is silently dropped."""
+    """Trials best first: finished before failed, feasible before infeasible, then (several objectives) Pareto
+    front first, then by the first objective. Failed trials stay in the table so nothing is silently dropped."""
+    from embedtune.config import metric_mode
+    from embedtune.tune.objectives import is_feasible, objective_key
+
     rows = []
     for r in records:
         row: dict[str, Any] = {"trial": r.trial_id, "status": r.status, "folds": r.folds_done}
         row.update({_short(k): v for k, v in sorted(r.params.items())})
         row.update({m: r.metrics.get(m, math.nan) for m in METRIC_COLUMNS})
-        row.update({k: v for k, v in sorted(r.metrics.items())
-                    if k.startswith(("head_", "lambda_eff_", "fusion_"))})
+        row.update({k: v for k, v in sorted(r.metrics.items()) if k.startswith(("head_", "constraint_"))})
+        row["feasible"] = is_feasible(r.metrics)
         row.update({"config_hash": r.config_hash, "data_hash": data_hash, "experiment_hash": experiment_hash})
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    ok = table["status"] == "done"
-    key = table[metric].where(ok)
-    table = table.assign(_key=key if mode == "max" else -key).sort_values(
-        "_key", ascending=False, na_position="last", kind="stable").drop(columns="_key")
+    done = (table["status"] == "done").to_numpy()
+    signed = np.column_stack([
+        [r.metrics.get(objective_key(m), math.nan) * (1 if metric_mode(m) == "max" else -1) for r in records]
+        for m in targets
+    ])
+    usable = done & np.isfinite(signed).all(axis=1)
+    front = np.zeros(len(table), dtype=bool)
+    if len(targets) > 1 and usable.any():
+        front[usable] = pareto_mask(signed[usable])
+        table["pareto"] = front
+    order = np.lexsort((-np.where(usable, signed[:, 0], -np.inf), ~front, ~table["feasible"].to_numpy(), ~usable))
+    table = table.iloc[order].reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
-    return table.reset_index(drop=True)
+    return table
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:

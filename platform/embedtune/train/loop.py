@@ -24,6 +24,7 @@ from embedtune.models.heads import multitask_loss
 from embedtune.strategy import Strategy
 from embedtune.models.contrastive import contrastive_pairs, pretrain_encoder
 from embedtune.models.quality import cluster_purity, retrieval_accuracy
+from embedtune.tune.objectives import constraint_values, objective_values
 from embedtune.train.data import FoldScaler, WindowDataset, move, scale_chains, scale_graphs
 from embedtune.train.distributed import shard, unwrap, world, wrap_ddp
 
@@ -217,6 +218,8 @@ def run_folds(
             fold_eval = evaluate_oos(cfg, data, outcome.predictions, strategy)
             metrics = {
                 **evaluation.metrics,
+                **objective_values(evaluation.metrics, cfg.objective),
+                **constraint_values(evaluation.metrics, cfg.objective),
                 **{f"fold_{k}": v for k, v in fold_eval.metrics.items() if k in ("sharpe", "max_drawdown")},
                 **{f"head_{k}": v for k, v in outcome.heads.items()},
                 "fold": fold.index,

@@ -17,9 +17,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from embedtune.config import ExperimentConfig
+from embedtune.config import ExperimentConfig, metric_mode
 from embedtune.strategy import Strategy
 from embedtune.train.worker import build_trainer
+from embedtune.tune.objectives import objective_key
 from embedtune.tune.space import VARIANT_KEY, ablation_variants, optuna_space, trial_config
 
 
@@ -48,44 +49,96 @@ class FoldProgress(Callback):
         print(f"  trial {trial.trial_id} FAILED: see {trial.local_path}", file=sys.stderr, flush=True)
 
 
-def make_searcher(cfg: ExperimentConfig) -> ConcurrencyLimiter | None:
+class ConstrainedOptunaSearch(OptunaSearch):
+    """OptunaSearch that hands each finished trial's constraint values to Optuna before ``tell``.
+
+    Optuna's samplers read constraints from ``constraints_func(frozen_trial)``; Ray's adapter only passes the
+    objective, so the values travel as a user attribute set here.
+    """
+
+    def __init__(self, *args: Any, constraint_keys: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.constraint_keys = constraint_keys
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and trial_id in self._ot_trials and self.constraint_keys:
+            values = [float(result.get(k, 1.0)) for k in self.constraint_keys]
+            self._ot_trials[trial_id].set_user_attr(CONSTRAINTS_ATTR, values)
+        super().on_trial_complete(trial_id, result, error)
+
+
+CONSTRAINTS_ATTR = "constraints"
+
+
+def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return trial.user_attrs.get(CONSTRAINTS_ATTR, [1.0])
+
+
+def make_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
+    sc = cfg.search
+    constraints = _constraints if cfg.objective.constraints.active() else None
+    if sc.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    if sc.sampler == "nsga2" or cfg.objective.metrics:
+        population = max(2, min(sc.max_concurrent * 2, sc.num_samples))
+        return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=population,
+                                             constraints_func=constraints)
+    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=sc.n_startup_trials,
+                                      constraints_func=constraints)
+
+
+def make_searcher(cfg: ExperimentConfig, storage: str | None = None, study_name: str | None = None
+                  ) -> ConcurrencyLimiter | None:
     space = optuna_space(cfg)
     if not space:
         return None
-    sc = cfg.search
-    sampler: optuna.samplers.BaseSampler
-    if sc.sampler == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=sc.n_startup_trials)
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=cfg.seed)
-    searcher = OptunaSearch(space=space, metric=cfg.objective.metric, mode=cfg.objective.mode, sampler=sampler)
-    return ConcurrencyLimiter(searcher, max_concurrent=sc.max_concurrent, batch=True)
+    targets = cfg.objective.targets
+    keys = [objective_key(m) for m in targets]
+    modes = [metric_mode(m) for m in targets]
+    searcher = ConstrainedOptunaSearch(
+        space=space, metric=keys if len(keys) > 1 else keys[0], mode=modes if len(modes) > 1 else modes[0],
+        sampler=make_sampler(cfg), storage=optuna.storages.RDBStorage(storage) if storage else None,
+        study_name=study_name, constraint_keys=[f"constraint_{k}" for k in cfg.objective.constraints.active()],
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent, batch=True)
+
+
+def make_scheduler(cfg: ExperimentConfig) -> tune.schedulers.TrialScheduler | None:
+    sc = cfg.search.scheduler
+    if sc.type == "fifo" or cfg.walk_forward.n_folds < 2:
+        return None
+    return tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=cfg.walk_forward.n_folds,
+                                         grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
 
 
 def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strategy, storage_path: str,
                name: str, verbose: bool = True, ablation: bool = False,
-               fixed: dict[str, Any] | None = None) -> tune.ResultGrid:
+               fixed: dict[str, Any] | None = None, study_storage: str | None = None,
+               study_name: str | None = None) -> tune.ResultGrid:
     """An Optuna search over ``search.space``; with ``ablation``, a grid over feature-family variants instead;
     with ``fixed``, one trial at those dotted-path values (the uncertainty-weighting baseline)."""
     trainable = tune.with_parameters(
         run_trial, base=cfg.model_dump(mode="json"), data=[data_ref], strategy=strategy, storage_path=storage_path,
     )
     trainable = tune.with_resources(trainable, {"CPU": cfg.resources.trial_cpus})
-    searcher = None if (ablation or fixed) else make_searcher(cfg)
+    searcher = None if (ablation or fixed) else make_searcher(cfg, study_storage, study_name)
     param_space: dict[str, Any] | None = dict(fixed) if fixed else None
     if ablation:
         param_space = {VARIANT_KEY: tune.grid_search(list(ablation_variants(cfg.features)))}
+    single = len(cfg.objective.targets) == 1
+    single_metric = objective_key(cfg.objective.targets[0]) if single else None
+    single_mode = metric_mode(cfg.objective.targets[0]) if single else None
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=cfg.search.num_samples if searcher else 1,
             max_concurrent_trials=None if searcher else cfg.search.max_concurrent,
-            metric=cfg.objective.metric, mode=cfg.objective.mode,
+            metric=single_metric, mode=single_mode, scheduler=make_scheduler(cfg) if searcher else None,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, verbose=0,
-            callbacks=[FoldProgress(cfg.objective.metric)] if verbose else [],
+            callbacks=[FoldProgress(cfg.objective.targets[0])] if verbose else [],
         ),
     )
     return tuner.fit()
