@@ -11,7 +11,8 @@ from embedtune.errors import EXIT_USER_ERROR, EmbedtuneError
 def _cmd_tune(args: argparse.Namespace) -> int:
     from embedtune.experiment import run_experiment
 
-    result = run_experiment(args.config, output_root=args.output, ablation=args.command == "ablate")
+    result = run_experiment(args.config, output_root=args.output, ablation=args.command == "ablate",
+                            resume=getattr(args, "resume", None))
     print(result.table.head(args.top).to_string(index=False, max_colwidth=24), file=sys.stderr)
     print(f"leaderboard: {result.leaderboard_md}")
     print(f"  csv: {result.leaderboard_csv}\n  equity chart: {result.equity_png}\n  took {result.seconds:.0f} s")
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default="configs/quickstart.yaml")
         p.add_argument("--output", default=None, help="results root (overrides output.root)")
         p.add_argument("--top", type=int, default=10)
+        if name != "ablate":
+            p.add_argument("--resume", metavar="EXPERIMENT_OR_RUN_DIR", default=None,
+                           help="continue an interrupted run (its own config is used; --config is ignored)")
         p.set_defaults(func=_cmd_tune)
     p = sub.add_parser("validate-data", help="check a bar or option-chain file (CSV or Parquet)")
     p.add_argument("path")

@@ -22,6 +22,7 @@ import ray
 from embedtune.backtest.overfitting import dsr_from_returns, per_period_sharpe, select_with_overfitting_checks
 from embedtune.config import ExperimentConfig, dump_config, load_config, metric_mode
 from embedtune.dataset import PreparedData, prepare
+from embedtune.errors import ConfigError
 from embedtune.leaderboard.chart import equity_chart
 from embedtune.leaderboard.records import TrialRecord, ranked_table, to_markdown
 from embedtune.runtime import ensure_ray, git_commit
@@ -48,38 +49,57 @@ def load_plugin(cfg: ExperimentConfig) -> Strategy:
     return strategy
 
 
-def run_experiment(config_path: str | Path, output_root: str | None = None, verbose: bool = True,
-                   ablation: bool = False) -> ExperimentResult:
-    """Tune (default) or, with ``ablation``, rank feature-family variants at the config's base hyperparameters."""
+RUN_CONFIG = "experiment.yaml"
+RUN_STATE = "run.json"
+
+
+def run_experiment(config_path: str | Path | None = None, output_root: str | None = None, verbose: bool = True,
+                   ablation: bool = False, resume: str | None = None) -> ExperimentResult:
+    """Tune (default) or, with ``ablation``, rank feature-family variants at the config's base hyperparameters.
+
+    ``resume`` (an experiment name or a ``_ray/<run-id>`` folder) continues an interrupted run with the config it
+    started with: finished trials are kept, unfinished ones continue from their last finished fold.
+    """
     started = time.perf_counter()
-    cfg = load_config(config_path)
+    if resume is not None:
+        storage, run_state = find_resumable(resume, output_root or "results")
+        config_path, ablation = str(storage / RUN_CONFIG), bool(run_state["ablation"])
+        run_id = storage.name
+    cfg = load_config(config_path)  # type: ignore[arg-type]
     if output_root is not None:
         cfg = cfg.with_overrides({"output.root": output_root})
     data = prepare(cfg, str(config_path))
     strategy = load_plugin(cfg)
 
-    run_id = (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + cfg.config_hash[:8]
-              + ("-ablation" if ablation else ""))
+    if resume is None:
+        run_id = (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + cfg.config_hash[:8]
+                  + ("-ablation" if ablation else ""))
     experiment_root = Path(cfg.output.root).resolve() / cfg.name
     storage = experiment_root / "_ray" / run_id
     staging = experiment_root / f".{run_id}.partial"
     final = experiment_root / run_id
+    if resume is None:
+        storage.mkdir(parents=True, exist_ok=False)
+        (storage / RUN_CONFIG).write_text(dump_config(cfg))
+        (storage / RUN_STATE).write_text(json.dumps({"run_id": run_id, "ablation": ablation,
+                                                     "config_file": str(config_path)}))
 
     if verbose:
         print(f"embedtune: {cfg.name}: {len(data.bars)} bars of {data.market_name}"
               f"{' (SYNTHETIC)' if data.synthetic else ''}, {len(data.folds)} folds, "
-              f"{cfg.search.num_samples} trials x {max(cfg.resources.num_workers, 1)} worker(s)", file=sys.stderr)
+              f"{cfg.search.num_samples} trials x {max(cfg.resources.num_workers, 1)} worker(s)"
+              + (f", resuming {run_id}" if resume else ""), file=sys.stderr)
     started_ray = ensure_ray(cfg)
     try:
         data_ref = ray.put(data)
-        experiment_root.mkdir(parents=True, exist_ok=True)
         study = cfg.search.storage or f"sqlite:///{experiment_root / 'optuna.db'}"
         grid = run_search(cfg, data_ref, strategy, str(storage), name="ablation" if ablation else "tune",
-                          verbose=verbose, ablation=ablation, study_storage=study, study_name=run_id)
+                          verbose=verbose, ablation=ablation, study_storage=study, study_name=run_id,
+                          resume=resume is not None)
         records = collect_records(grid, cfg, data)
         if not ablation and cfg.search.uncertainty_baseline and cfg.model.loss_weighting == "fixed":
             baseline = run_search(cfg, data_ref, strategy, str(storage), name="baseline", verbose=verbose,
-                                  fixed={UNCERTAINTY_KEY: "uncertainty"})
+                                  fixed={UNCERTAINTY_KEY: "uncertainty"}, resume=resume is not None)
             records += collect_records(baseline, cfg, data, prefix="u")
     finally:
         if started_ray:
@@ -93,6 +113,20 @@ def run_experiment(config_path: str | Path, output_root: str | None = None, verb
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def find_resumable(target: str, output_root: str) -> tuple[Path, dict[str, Any]]:
+    """The run folder to resume: ``target`` itself, or the newest unfinished run of experiment ``target``."""
+    path = Path(target)
+    if (path / RUN_STATE).is_file():
+        candidates = [path]
+    else:
+        runs = Path(output_root) / target / "_ray"
+        candidates = sorted((p for p in runs.glob("*") if (p / RUN_STATE).is_file()
+                             and not (runs.parent / p.name).exists()), key=lambda p: p.name, reverse=True)
+    if not candidates:
+        raise ConfigError(target, "", f"no unfinished run to resume under {Path(output_root) / target / '_ray'}")
+    return candidates[0].resolve(), json.loads((candidates[0] / RUN_STATE).read_text())
 
 
 UNCERTAINTY_KEY = "model.loss_weighting"

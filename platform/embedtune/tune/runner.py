@@ -7,6 +7,7 @@ give the same trials. Trials hold a fractional CPU so that on a 2-core machine t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -114,7 +115,7 @@ def make_scheduler(cfg: ExperimentConfig) -> tune.schedulers.TrialScheduler | No
 def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strategy, storage_path: str,
                name: str, verbose: bool = True, ablation: bool = False,
                fixed: dict[str, Any] | None = None, study_storage: str | None = None,
-               study_name: str | None = None) -> tune.ResultGrid:
+               study_name: str | None = None, resume: bool = False) -> tune.ResultGrid:
     """An Optuna search over ``search.space``; with ``ablation``, a grid over feature-family variants instead;
     with ``fixed``, one trial at those dotted-path values (the uncertainty-weighting baseline)."""
     trainable = tune.with_parameters(
@@ -128,6 +129,12 @@ def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strateg
     single = len(cfg.objective.targets) == 1
     single_metric = objective_key(cfg.objective.targets[0]) if single else None
     single_mode = metric_mode(cfg.objective.targets[0]) if single else None
+    experiment_dir = Path(storage_path) / name
+    if resume and tune.Tuner.can_restore(str(experiment_dir)):
+        # Unfinished trials continue; inside each, Ray Train finds its run's checkpoints and resumes at the next
+        # fold, so no finished fold is trained twice.
+        return tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True,
+                                  param_space=param_space).fit()
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,

@@ -1,0 +1,66 @@
+"""SIGKILL the driver mid-experiment, resume it, and check nothing is lost, repeated or duplicated."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from embedtune.experiment import run_experiment
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def reported_folds(result_json: Path) -> list[int]:
+    lines = [json.loads(line) for line in result_json.read_text().splitlines() if line.strip()]
+    return [int(r["fold"]) for r in lines if "fold" in r]
+
+
+def test_sigkilled_experiment_resumes_without_repeating_finished_folds(tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text())
+    raw["name"] = "resumable"
+    raw["search"].update(num_samples=4, max_concurrent=2, n_startup_trials=2)
+    config = tmp_path / "resumable.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.Popen([sys.executable, "-m", "embedtune.cli", "tune", "--config", str(config),
+                               "--output", str(out)], cwd=ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # kill once Tune has recorded some finished fold, before everything is done
+            if any(r.stat().st_size for r in out.glob("resumable/_ray/*/tune/*/result.json")):
+                break
+            assert driver.poll() is None, "the experiment ended before it could be interrupted"
+            time.sleep(0.5)
+        else:
+            pytest.fail("no checkpoint appeared within 300 s")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
+    assert not list(out.glob("resumable/2*")), "no finished bundle may exist after the kill"
+    finished_before = {p.parent.name.split("_")[2]: set(reported_folds(p))
+                       for p in out.glob("resumable/_ray/*/tune/*/result.json")}
+    assert any(finished_before.values())
+
+    result = run_experiment(resume="resumable", output_root=str(out), verbose=False)
+    table = pd.read_csv(result.leaderboard_csv)
+    assert len(table) == 4 and table["trial"].is_unique and table["config_hash"].is_unique
+    assert (table["status"] == "done").all() and (table["folds"] == 3).all()
+    run_dir = next(out.glob("resumable/_ray/*"))
+    for result_json in run_dir.glob("tune/*/result.json"):
+        folds = reported_folds(result_json)
+        assert sorted(set(folds)) == [0, 1, 2] and len(folds) == len(set(folds)), (result_json, folds)
+    for trial, folds in finished_before.items():  # a fold finished before the kill was never trained again
+        trained = [json.loads(m.read_text())["fold"] for m in run_dir.glob(f"train_{trial}/checkpoint_*/metrics.json")]
+        assert all(trained.count(fold) == 1 for fold in folds), (trial, folds, trained)
