@@ -14,8 +14,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     result = run_experiment(args.config, output_root=args.output, ablation=args.command == "ablate",
                             resume=getattr(args, "resume", None))
     print(result.table.head(args.top).to_string(index=False, max_colwidth=24), file=sys.stderr)
-    print(f"leaderboard: {result.leaderboard_md}")
-    print(f"  csv: {result.leaderboard_csv}\n  equity chart: {result.equity_png}\n  took {result.seconds:.0f} s")
+    print(f"leaderboard report: {result.report_html}")
+    print(f"  markdown: {result.leaderboard_md}\n  csv: {result.leaderboard_csv}\n  equity chart: {result.equity_png}")
+    print(f"  ingested into {result.leaderboard_db} (query: embedtune leaderboard --db ...)\n"
+          f"  took {result.seconds:.0f} s")
     return 0 if (result.table["status"] == "done").any() else 1
 
 
@@ -67,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_validate_config)
     p = sub.add_parser("warmup", help="compile vectorbt's numba kernels into the on-disk cache")
     p.set_defaults(func=_cmd_warmup)
+    from embedtune.leaderboard.cli import add_leaderboard_parser
+
+    add_leaderboard_parser(sub)
+    from embedtune.realtime.replay import add_replay_parser
+
+    add_replay_parser(sub)
     return parser
 
 

@@ -315,6 +315,9 @@ class OutputConfig(Strict):
     root: str = "results"
     #: Feature cache folder (per family, keyed by data hash + family config + family code); null disables it.
     feature_cache: str | None = ".cache/features"
+    #: Cross-experiment leaderboard (any SQLAlchemy URL, e.g. PostgreSQL on a cluster); default
+    #: ``sqlite:///<root>/leaderboard.db``; every finished run is ingested in one transaction.
+    leaderboard_db: str | None = None
 
 
 class ExperimentConfig(Strict):

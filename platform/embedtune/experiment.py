@@ -24,6 +24,8 @@ from embedtune.config import ExperimentConfig, dump_config, load_config, metric_
 from embedtune.dataset import PreparedData, prepare
 from embedtune.errors import ConfigError
 from embedtune.leaderboard.chart import equity_chart
+from embedtune.leaderboard.store import LeaderboardStore
+from embedtune.report.html import write_html_report
 from embedtune.leaderboard.records import TrialRecord, ranked_table, to_markdown
 from embedtune.runtime import ensure_ray, git_commit
 from embedtune.strategy import Strategy, load_strategy
@@ -38,8 +40,10 @@ class ExperimentResult:
     leaderboard_md: Path
     leaderboard_csv: Path
     equity_png: Path
+    report_html: Path
     table: pd.DataFrame
     seconds: float
+    leaderboard_db: str | None = None
 
 
 def load_plugin(cfg: ExperimentConfig) -> Strategy:
@@ -112,6 +116,10 @@ def run_experiment(config_path: str | Path | None = None, output_root: str | Non
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    db = cfg.output.leaderboard_db or f"sqlite:///{Path(cfg.output.root).resolve() / 'leaderboard.db'}"
+    with LeaderboardStore(db) as store:  # one transaction: the run and all its trials, or nothing
+        store.ingest(result.run_dir)
+    result.leaderboard_db = db
     return result
 
 
@@ -187,7 +195,7 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
     equity_chart(ranked, staging / "equity.png", f"{cfg.name}: out-of-sample equity, top trials",
                  data.synthetic)
     manifest = {
-        "experiment": cfg.name, "config_file": config_path, "config_hash": cfg.config_hash,
+        "run_id": final.name, "experiment": cfg.name, "config_file": config_path, "config_hash": cfg.config_hash,
         "data": {"name": data.market_name, "source": data.source, "synthetic": data.synthetic,
                  "hash": data.data_hash, "bars": len(data.bars),
                  "start": str(data.index[0]), "end": str(data.index[-1]), "features": data.feature_names,
@@ -202,10 +210,11 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
     (staging / "leaderboard.md").write_text(render_markdown(cfg, data, table, manifest))
+    write_html_report(staging, staging / "report.html")
     staging.rename(final)
     return ExperimentResult(run_dir=final, leaderboard_md=final / "leaderboard.md",
                             leaderboard_csv=final / "leaderboard.csv", equity_png=final / "equity.png",
-                            table=table, seconds=seconds)
+                            report_html=final / "report.html", table=table, seconds=seconds)
 
 
 def selection_line(selection: dict[str, float]) -> str:

@@ -40,6 +40,8 @@ class FoldOutcome:
     train_loss: list[float]
     heads: dict[str, float]
     model: EmbeddingModel
+    #: Training-segment feature statistics, saved with the model so live inference scales as training did.
+    scaler: FoldScaler | None = None
 
 
 @dataclass
@@ -116,7 +118,8 @@ def fit_fold(
         heads.update({f"lambda_eff_{k}": v for k, v in model.loss_weights.effective_lambdas().items()})
     if pretrain_loss:
         heads["pretrain_loss"] = pretrain_loss[-1]
-    return FoldOutcome(fold=fold.index, predictions=predictions, train_loss=history, heads=heads, model=model)
+    return FoldOutcome(fold=fold.index, predictions=predictions, train_loss=history, heads=heads, model=model,
+                       scaler=scaler)
 
 
 def pretrain(cfg: ExperimentConfig, data: PreparedData, model: EmbeddingModel, dataset: WindowDataset,

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray
 import ray.train
@@ -25,6 +26,7 @@ PREDICTIONS_FILE = "predictions.parquet"
 OOS_FILE = "oos.parquet"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
+SCALER_FILE = "scaler.npz"
 
 
 def write_checkpoint(directory: Path, report: FoldReport, predictions: pd.DataFrame) -> None:
@@ -32,6 +34,8 @@ def write_checkpoint(directory: Path, report: FoldReport, predictions: pd.DataFr
     report.evaluation.frame.to_parquet(directory / OOS_FILE)
     (directory / METRICS_FILE).write_text(json.dumps(report.metrics, indent=1, default=float))
     torch.save(report.outcome.model.state_dict(), directory / MODEL_FILE)
+    if report.outcome.scaler is not None:
+        np.savez(directory / SCALER_FILE, mean=report.outcome.scaler.feature_mean, std=report.outcome.scaler.feature_std)
 
 
 def read_checkpoint(directory: Path) -> tuple[dict[str, Any], pd.DataFrame]:

@@ -1,0 +1,60 @@
+"""Tables of the leaderboard database: one row per experiment run, one per trial, metrics as real columns so that
+filters and sorts run in SQL on SQLite and PostgreSQL alike."""
+from __future__ import annotations
+
+from sqlalchemy import (JSON, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData,
+                        String, Table, Text)
+
+from embedtune.leaderboard.bundle import STORED_METRICS
+
+STATUSES = ("done", "error", "stopped")
+DATASET_KINDS = ("real", "synthetic")
+
+metadata = MetaData()
+
+experiments = Table(
+    "experiments", metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("experiment", String(256), nullable=False, index=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("config_hash", String(64), nullable=False),
+    Column("data_hash", String(64)),
+    Column("data_name", String(256)),
+    Column("data_source", String(1024)),
+    Column("synthetic", Boolean, nullable=False),
+    Column("strategy", String(256)),
+    Column("git_commit", String(64)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("seconds", Float),
+    Column("objective_metric", String(64), nullable=False),
+    Column("objective_mode", String(8), nullable=False),
+    Column("n_folds", Integer, nullable=False),
+    Column("config_yaml", Text, nullable=False),
+    Column("bundle_path", Text, nullable=False),
+    CheckConstraint("objective_mode IN ('max', 'min')", name="ck_experiments_mode"),
+)
+
+trials = Table(
+    "trials", metadata,
+    Column("run_id", String(128), ForeignKey("experiments.run_id", ondelete="CASCADE"), primary_key=True),
+    Column("trial", String(64), primary_key=True),
+    Column("rank", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("strategy", String(256), index=True),
+    Column("dataset", String(16), nullable=False, index=True),
+    Column("folds", Integer),
+    Column("config_hash", String(64)),
+    Column("data_hash", String(64)),
+    Column("git_commit", String(64)),
+    Column("error", Text),
+    Column("params", JSON, nullable=False),
+    *(Column(name, Float) for name in STORED_METRICS),
+    Column("extra_metrics", JSON, nullable=False),
+    Column("head_metrics", JSON, nullable=False),
+    Column("fold_metrics", JSON, nullable=False),
+    Column("artifacts", JSON, nullable=False),
+    CheckConstraint("status IN ('done', 'error', 'stopped')", name="ck_trials_status"),
+    CheckConstraint("dataset IN ('real', 'synthetic')", name="ck_trials_dataset"),
+    Index("ix_trials_sharpe", "sharpe"),
+)

@@ -1,0 +1,314 @@
+"""A trained model on a stream: full and partial forward passes, input scaling, and safe bundle loading.
+
+Full refresh: the model on the whole window of cached feature rows, exactly ``EmbeddingModel.encode``.
+
+Partial update (between refreshes): the temporal encoder's embedding is ``project(attention-pooled window) +
+latest(newest row)``. The partial pass keeps the pooled term cached from the last full refresh and recomputes only
+the direct path from the newest row, plus every group source (small MLPs on the newest row) and the fusion. So it
+is the model applied to the current window with the cached attention (and cached wavelet rows) reused: one linear
+map and a few tiny MLPs instead of a transformer pass.
+
+Bundles are read with ``torch.load(weights_only=True)`` (tensors only, never arbitrary pickles), ``np.load`` with
+``allow_pickle=False`` and a safe YAML loader.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.special import erf
+from torch import nn
+
+from embedtune.config import ExperimentConfig, load_config
+from embedtune.errors import EmbedtuneError
+from embedtune.labels import DIRECTION_CLASSES
+from embedtune.models.ensemble import EmbeddingModel, build_model
+from embedtune.models.sources import GroupSource, TemporalSource
+from embedtune.train.data import CLIP
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.yaml"
+MANIFEST_FILE = "manifest.json"
+SCALER_FILE = "scaler.npz"
+#: Output names of ``Runner.heads``: direction probabilities, the standardized regression heads, the signal.
+HEAD_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in DIRECTION_CLASSES) + ("vol_pred", "volume_pred", "signal")
+
+
+class ModelBundleError(EmbedtuneError):
+    """A model folder that cannot be served: missing files, or weights that do not fit the config."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(path, message)
+        self.path, self.message = path, message
+
+    def __str__(self) -> str:
+        return f"model error: {self.path}: {self.message}"
+
+
+class FeatureScaler:
+    """Standardize, clip to +-CLIP and zero NaN, as training does (``train.data.FoldScaler.features``).
+
+    With ``mean``/``std`` (a bundle's ``scaler.npz``) the statistics are fixed; without, they are the expanding
+    mean and std of the rows seen so far (Welford), the causal stand-in when the training statistics are unknown.
+    """
+
+    def __init__(self, n_features: int, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
+        self.frozen = mean is not None and std is not None
+        self._mean = np.zeros(n_features) if mean is None else np.asarray(mean, dtype=np.float64)
+        self._std = np.ones(n_features) if std is None else np.where(np.asarray(std) > 1e-12, std, 1.0)
+        self._m2 = np.zeros(n_features)
+        self._n = np.zeros(n_features)
+
+    def update(self, row: np.ndarray) -> None:
+        if self.frozen:
+            return
+        if np.isfinite(row).all():  # the usual case after warm-up (rows are forward-filled): no masking
+            self._n += 1.0
+            delta = row - self._mean
+            self._mean += delta / self._n
+            self._m2 += delta * (row - self._mean)
+        else:
+            ok = np.isfinite(row)
+            self._n += ok
+            delta = np.where(ok, row - self._mean, 0.0)
+            self._mean += np.where(ok, delta / np.maximum(self._n, 1.0), 0.0)
+            self._m2 += np.where(ok, delta * (row - self._mean), 0.0)
+        std = np.sqrt(self._m2 / np.maximum(self._n, 1.0))
+        self._std = np.where(std > 1e-12, std, 1.0)
+
+    def transform(self, row: np.ndarray) -> np.ndarray:
+        scaled = np.clip((row - self._mean) / self._std, -CLIP, CLIP)
+        return np.nan_to_num(scaled, nan=0.0).astype(np.float32)
+
+
+def state_key(model: torch.nn.Module) -> str:
+    """Content hash of a model's weights: the cache key part that changes when, and only when, the model does."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Runner:
+    """Interface of what the enhancer refreshes with: ``full(window)``, ``partial(row)`` and ``heads``."""
+
+    key: str = ""
+    window: int = 1
+    has_heads: bool = False
+
+    def full(self, window: np.ndarray) -> np.ndarray:
+        """Embedding of a (rows, features) window of scaled rows; caches what ``partial`` reuses."""
+        return np.asarray(window[-1], dtype=np.float64)
+
+    def partial(self, row: np.ndarray) -> np.ndarray:
+        """Embedding from the newest scaled row and the state cached by the last ``full``."""
+        return np.asarray(row, dtype=np.float64)
+
+    def state(self) -> object:
+        """What ``partial`` reuses, to be cached with the embedding of a full refresh."""
+        return None
+
+    def restore(self, state: object) -> None:
+        """Reinstate a cached ``state`` (an embedding-cache hit skips ``full``)."""
+
+    def heads(self, embedding: np.ndarray) -> np.ndarray:
+        """``HEAD_COLUMNS`` values for an embedding; NaN without a model."""
+        return np.full(len(HEAD_COLUMNS), np.nan)
+
+    def predict_direction(self, windows: np.ndarray) -> np.ndarray:
+        """Direction class per (batch, rows, features) window; -1 without a model."""
+        return np.full(len(windows), -1)
+
+
+class IdentityRunner(Runner):
+    """No model: the embedding is the standardized newest feature row, smoothed by the same EMA rule."""
+
+    key = "identity"
+
+
+class DenseStack:
+    """An ``nn.Sequential`` of Linear/GELU/Tanh/ReLU layers evaluated in NumPy (float64) on one vector.
+
+    For one embedding per tick torch's per-op dispatch costs more than the arithmetic (an exact GELU call on a
+    16-vector takes ~10 us), so the heads, which run on every tick, go through this instead.
+    """
+
+    def __init__(self, layers: nn.Sequential) -> None:
+        self.ops: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                bias = layer.bias.detach().double().numpy() if layer.bias is not None else None
+                self.ops.append(("linear", layer.weight.detach().double().numpy().T.copy(), bias))
+            elif isinstance(layer, nn.GELU) and layer.approximate == "none":
+                self.ops.append(("gelu", None, None))
+            elif isinstance(layer, (nn.Tanh, nn.ReLU)):
+                self.ops.append((type(layer).__name__.lower(), None, None))
+            else:
+                raise TypeError(f"no NumPy form for {layer!r}")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        for op, weight, bias in self.ops:
+            if op == "linear":
+                x = x @ weight if bias is None else x @ weight + bias
+            elif op == "gelu":
+                x = 0.5 * x * (1.0 + erf(x * 0.7071067811865476))
+            elif op == "tanh":
+                x = np.tanh(x)
+            else:
+                x = np.maximum(x, 0.0)
+        return x
+
+
+class ModelRunner(Runner):
+    """Full and partial passes of an ``EmbeddingModel`` whose sources read the feature window only."""
+
+    has_heads = True
+
+    def __init__(self, model: EmbeddingModel) -> None:
+        unsupported = [n for n, s in model.sources.items() if not isinstance(s, (TemporalSource, GroupSource))]
+        if unsupported:
+            raise ModelBundleError("<model>", f"sources {unsupported} need option chains, which a tick stream does "
+                                              "not carry; serve a temporal_transformer, mlp or group-only ensemble")
+        self.model = model.eval()
+        self.key = state_key(model)
+        temporal = [s.encoder for s in model.sources.values() if isinstance(s, TemporalSource)]
+        self.window = int(temporal[0].position.shape[1]) if temporal else 1
+        self._pooled: dict[str, torch.Tensor] = {}
+        heads = model.heads
+        try:
+            self._heads: tuple[DenseStack, ...] | None = tuple(
+                DenseStack(h) for h in (heads.direction, heads.volatility, heads.volume))  # type: ignore[arg-type]
+        except TypeError:
+            self._heads = None
+
+    @torch.inference_mode()
+    def full(self, window: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)).unsqueeze(0)
+        embeddings: dict[str, torch.Tensor] = {}
+        for name, source in self.model.sources.items():
+            if isinstance(source, TemporalSource):
+                embedding, _ = source.encoder(x)
+                self._pooled[name] = embedding - source.encoder.latest(x[:, -1])
+                embeddings[name] = embedding
+            else:
+                embeddings[name] = source({"window": x})[0]
+        return self._fuse(embeddings)
+
+    @torch.inference_mode()
+    def partial(self, row: np.ndarray) -> np.ndarray:
+        if not self._pooled and any(isinstance(s, TemporalSource) for s in self.model.sources.values()):
+            raise RuntimeError("partial update before any full refresh: nothing cached to reuse")
+        x = torch.from_numpy(np.ascontiguousarray(row, dtype=np.float32)).view(1, 1, -1)
+        embeddings: dict[str, torch.Tensor] = {}
+        for name, source in self.model.sources.items():
+            if isinstance(source, TemporalSource):
+                embeddings[name] = self._pooled[name] + source.encoder.latest(x[:, -1])
+            else:
+                embeddings[name] = source({"window": x})[0]
+        return self._fuse(embeddings)
+
+    def state(self) -> object:
+        return dict(self._pooled)
+
+    def restore(self, state: object) -> None:
+        self._pooled = dict(state)  # type: ignore[call-overload]
+
+    def _fuse(self, embeddings: dict[str, torch.Tensor]) -> np.ndarray:
+        fused = next(iter(embeddings.values())) if self.model.fusion is None else self.model.fusion(embeddings)[0]
+        return fused[0].double().numpy()
+
+    @torch.inference_mode()
+    def heads(self, embedding: np.ndarray) -> np.ndarray:
+        if self._heads is not None:
+            direction, vol, volume = (h(embedding) for h in self._heads)
+            vol_pred, volume_pred = float(vol[0]), float(volume[0])
+        else:
+            out = self.model.heads(torch.from_numpy(embedding.astype(np.float32)).unsqueeze(0))
+            direction = out["direction"][0].double().numpy()
+            vol_pred, volume_pred = float(out["volatility"][0]), float(out["volume"][0])
+        p = np.exp(direction - direction.max())
+        p /= p.sum()
+        return np.array([*p, vol_pred, volume_pred, p[2] - p[0]])
+
+    @torch.inference_mode()
+    def predict_direction(self, windows: np.ndarray) -> np.ndarray:
+        out = self.model({"window": torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))})
+        return out["direction"].argmax(-1).numpy()
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    config: ExperimentConfig
+    model: EmbeddingModel
+    feature_names: list[str] | None
+    scaler: FeatureScaler | None
+    directory: Path
+
+
+def _find(start: Path, name: str) -> Path | None:
+    """``name`` in ``start`` or an ancestor; from a Ray checkpoint under ``<root>/_ray/<run>/`` also in the run's
+    bundle folder ``<root>/<run>/``."""
+    for folder in (start, *start.parents):
+        if (folder / name).is_file():
+            return folder / name
+        if folder.parent.name == "_ray" and (folder.parent.parent / folder.name / name).is_file():
+            return folder.parent.parent / folder.name / name
+    return None
+
+
+def load_bundle(model_dir: str | Path, config_path: str | Path | None = None) -> ModelBundle:
+    """A trained model folder: ``model.pt`` (a state_dict) and the experiment's ``config.yaml``.
+
+    ``config.yaml``, ``manifest.json`` (the trained feature columns) and ``scaler.npz`` (``mean``, ``std``) are
+    looked up in the folder and its ancestors, so a bundle folder and a Ray checkpoint under it both work.
+    """
+    directory = Path(model_dir)
+    weights = directory / MODEL_FILE
+    if not weights.is_file():
+        raise ModelBundleError(str(directory), f"no {MODEL_FILE} in the model folder")
+    found = Path(config_path) if config_path is not None else _find(directory, CONFIG_FILE)
+    if found is None:
+        raise ModelBundleError(str(directory), f"no {CONFIG_FILE} in the folder or its parents; pass --config")
+    cfg = load_config(found)
+    manifest = _find(found.parent, MANIFEST_FILE) or _find(directory, MANIFEST_FILE)
+    names = None
+    if manifest is not None:
+        names = json.loads(manifest.read_text()).get("data", {}).get("features")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file, reported in one line
+        raise ModelBundleError(str(weights), f"not a weights-only state_dict ({type(err).__name__}: {err})") from None
+    n_features = _input_width(state)
+    if names is not None and len(names) != n_features:
+        raise ModelBundleError(str(weights), f"weights take {n_features} features, the manifest lists {len(names)}")
+    model = build_model(cfg.model, n_features, names)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        lines = str(err).splitlines()
+        first = (lines[1] if len(lines) > 1 else lines[0]).strip()
+        first = first if len(first) <= 160 else first[:157] + "..."
+        raise ModelBundleError(str(weights), f"weights do not fit {found}'s model section ({first}); pass the "
+                                             "trial's config with --config") from None
+    scaler = None
+    scaler_path = _find(directory, SCALER_FILE)
+    if scaler_path is not None:
+        with np.load(scaler_path, allow_pickle=False) as stats:
+            scaler = FeatureScaler(n_features, stats["mean"], stats["std"])
+    return ModelBundle(config=cfg, model=model, feature_names=names, scaler=scaler, directory=directory)
+
+
+def _input_width(state: dict[str, torch.Tensor]) -> int:
+    """Feature count the weights were trained on, from the first input layer (any layout that names one)."""
+    for key in ("sources.temporal.encoder.input.weight", "sources.latest.mlp.0.weight"):
+        if key in state:
+            return int(state[key].shape[1])
+    for key, tensor in state.items():
+        if key.endswith(("encoder.input.weight", "mlp.0.weight")) and tensor.ndim == 2:
+            return int(tensor.shape[1])
+    raise ModelBundleError("<model.pt>", "no temporal or mlp input layer in the weights")
