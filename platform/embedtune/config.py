@@ -182,6 +182,12 @@ class TrainingConfig(Strict):
     weight_decay: float = Field(default=1e-4, ge=0.0)
     grad_clip: float = Field(default=1.0, gt=0.0)
     lambdas: LambdaConfig = LambdaConfig()
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    #: ``bf16`` autocasts the forward pass on GPU (CPU runs stay fp32: bf16 is slower there).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    #: ``torch.compile`` the model (``compile_backend``: inductor on GPU clusters; eager/aot_eager to debug).
+    compile: bool = False
+    compile_backend: str = "inductor"
 
 
 class WalkForwardConfig(Strict):

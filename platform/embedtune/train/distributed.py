@@ -25,14 +25,15 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def shard(indices: torch.Tensor) -> torch.Tensor:
-    """This rank's disjoint slice of an epoch's (already shuffled, identical on every rank) index order.
+def shard(indices: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """This rank's disjoint slice of a global batch (same shuffled order on every rank) and its loss weight.
 
-    Pads by wrapping so every rank runs the same number of steps (DDP all-reduces must line up).
+    DDP averages gradients over ranks; weighting each rank's mean loss by ``n_local * world / n_global`` makes that
+    average exactly the gradient of the global batch mean, even when the batch does not split evenly, so N workers
+    with global batch B make the same updates as one worker with batch B.
     """
     rank, size = world()
     if size == 1:
-        return indices
-    total = -(-len(indices) // size) * size
-    padded = torch.cat([indices, indices[: total - len(indices)]])
-    return padded[rank::size]
+        return indices, 1.0
+    local = indices[rank::size]
+    return local, len(local) * size / len(indices)

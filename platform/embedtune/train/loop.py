@@ -7,8 +7,9 @@ updates as one worker with batch B.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -61,9 +62,19 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
 def fit_fold(
     cfg: ExperimentConfig, data: PreparedData, fold: Fold, seed: int, device: torch.device | None = None,
+    resume: dict[str, Any] | None = None, on_epoch: EpochCallback | None = None,
 ) -> FoldOutcome:
+    """Train one fold and predict its test block.
+
+    ``on_epoch(epoch, state)`` receives everything needed to continue exactly where training stopped (model,
+    optimizer, LR schedule, the shuffling generator and torch's RNG); ``resume`` is such a state. A resumed fold
+    makes the same updates as an uninterrupted one, so a worker failure costs at most one epoch.
+    """
     device = device or torch.device("cpu")
     window = cfg.model.window
     train = fold.train[~np.isnan(data.labels[fold.train]).any(axis=1)]
@@ -80,31 +91,60 @@ def fit_fold(
     dataset = dataset_for(train)
     generator = seed_everything(seed)
     model = build_model(cfg.model, n_features=features.shape[1], feature_names=data.feature_names).to(device)
-    pretrain_loss = pretrain(cfg, data, model, dataset, train, generator, seed) if cfg.model.pretrain.enabled else []
-    net = wrap_ddp(model, device)
+    pretrain_loss: list[float] = []
+    if cfg.model.pretrain.enabled and resume is None:  # a resumed fold's weights already hold the pretraining
+        pretrain_loss = pretrain(cfg, data, model, dataset, train, generator, seed)
     tc = cfg.training
     learned = list(model.loss_weights.parameters()) if model.loss_weights is not None else []
-    others = [p for p in net.parameters() if all(p is not q for q in learned)]
+    others = [p for p in model.parameters() if all(p is not q for q in learned)]
     # Learned log-variances get no weight decay: decay would pull them back to fixed unit weights.
     optimizer = torch.optim.AdamW([{"params": others}, {"params": learned, "weight_decay": 0.0}],
                                   lr=tc.learning_rate, weight_decay=tc.weight_decay)
-    lambdas = tc.lambdas.model_dump()
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs) if tc.lr_schedule == "cosine"
+                else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     history: list[float] = []
+    first_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        history = [float(v) for v in resume["history"]]
+        first_epoch = int(resume["epoch"]) + 1
+    net = wrap_ddp(model, device)
+    forward = torch.compile(net, backend=tc.compile_backend) if tc.compile else net
+    autocast = tc.precision == "bf16" and device.type == "cuda"
+    lambdas = tc.lambdas.model_dump()
     net.train()
-    for _ in range(tc.epochs):
+    for epoch in range(first_epoch, tc.epochs):
         order = torch.randperm(len(dataset), generator=generator)
         epoch_loss, steps = 0.0, 0
         for start in range(0, len(order), tc.batch_size):
-            inputs, y = dataset.batch(shard(order[start: start + tc.batch_size]))
-            losses = multitask_loss(net(move(inputs, device)), y.to(device), lambdas)
+            batch = order[start: start + tc.batch_size]
+            if len(batch) < world()[1]:  # too few samples to give every rank one: skip the remainder
+                continue
+            local, weight = shard(batch)
+            inputs, y = dataset.batch(local)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                outputs = forward(move(inputs, device))
+            outputs = {k: v.float() for k, v in outputs.items()}
+            losses = multitask_loss(outputs, y.to(device), lambdas)
             total = model.loss_weights(losses.parts) if model.loss_weights is not None else losses.total
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            (total * weight).backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
             optimizer.step()
             epoch_loss += float(total.detach())
             steps += 1
+        schedule.step()
         history.append(epoch_loss / max(steps, 1))
+        if on_epoch is not None and epoch < tc.epochs - 1:  # the fold's own checkpoint covers the last epoch
+            on_epoch(epoch, copy.deepcopy({  # a snapshot: state_dict() tensors alias the live weights
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": torch.tensor(history, dtype=torch.float64),
+            }))
 
     model = unwrap(net)
     predictions, test_embeddings, fusion = predict(model, dataset_for(fold.test), scaler, data.index, device)
@@ -207,13 +247,19 @@ def trial_seed(cfg: ExperimentConfig) -> int:
 def run_folds(
     cfg: ExperimentConfig, data: PreparedData, strategy: Strategy, report: Callable[[FoldReport], None],
     device: torch.device | None = None, start_fold: int = 0, previous: pd.DataFrame | None = None,
+    resume_epoch: dict[str, Any] | None = None, on_epoch: Callable[[int, int, dict[str, Any]], None] | None = None,
 ) -> OOSEvaluation | None:
-    """Train and test each fold in time order; after each, backtest the joined out-of-sample predictions so far."""
+    """Train and test each fold in time order; after each, backtest the joined out-of-sample predictions so far.
+
+    ``resume_epoch`` continues fold ``start_fold`` mid-way; ``on_epoch(fold, epoch, state)`` checkpoints epochs.
+    """
     joined = previous
     evaluation = None
     seed = trial_seed(cfg)
     for fold in data.folds[start_fold:]:
-        outcome = fit_fold(cfg, data, fold, seed + fold.index, device)
+        epoch_hook = (lambda epoch, state, k=fold.index: on_epoch(k, epoch, state)) if on_epoch else None
+        outcome = fit_fold(cfg, data, fold, seed + fold.index, device,
+                           resume=resume_epoch if fold.index == start_fold else None, on_epoch=epoch_hook)
         joined = outcome.predictions if joined is None else pd.concat([joined, outcome.predictions])
         evaluation = None
         if world()[0] == 0:

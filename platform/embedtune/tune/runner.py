@@ -14,13 +14,12 @@ import optuna
 import ray
 from ray import tune
 from ray.tune import Callback
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from embedtune.config import ExperimentConfig, metric_mode
 from embedtune.strategy import Strategy
-from embedtune.train.worker import build_trainer
+from embedtune.train.worker import FoldReportCallback, build_trainer
 from embedtune.tune.objectives import objective_key
 from embedtune.tune.space import VARIANT_KEY, ablation_variants, optuna_space, trial_config
 
@@ -30,7 +29,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], data: list[Any], 
     cfg = trial_config(ExperimentConfig.model_validate(base), params)
     trial_id = tune.get_context().get_trial_id()
     loop_config = {"config": cfg.model_dump(mode="json"), "data": data, "strategy": strategy}
-    trainer = build_trainer(cfg, loop_config, storage_path, f"train_{trial_id}", [TuneReportCallback()])
+    trainer = build_trainer(cfg, loop_config, storage_path, f"train_{trial_id}", [FoldReportCallback()])
     trainer.fit()
 
 
