@@ -121,3 +121,9 @@ def test_missing_edge_kind_and_empty_chain_fail_in_the_driver(tmp_path: Path) ->
     with pytest.raises(DataError, match="no data rows") as err:
         prepare(parse_config(raw, "ens.yaml"), "ens.yaml")
     assert err.value.path == str(empty) and "\n" not in str(err.value)
+
+
+def test_hash_ignores_where_it_runs_but_not_what_it_computes() -> None:
+    cfg = load_config(QUICKSTART)
+    assert cfg.with_overrides({"output.root": "/elsewhere", "resources.num_workers": 2}).config_hash == cfg.config_hash
+    assert cfg.with_overrides({"seed": cfg.seed + 1}).config_hash != cfg.config_hash

@@ -378,8 +378,14 @@ def get_path(tree: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+#: Sections that say where and on what an experiment runs, not what it computes: excluded from the hash, so moving
+#: results or changing worker counts keeps the hash (and the trial seeds derived from it) unchanged.
+NON_SCIENTIFIC_SECTIONS = frozenset({"output", "resources"})
+
+
 def config_hash(config: ExperimentConfig) -> str:
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    science = {k: v for k, v in config.model_dump(mode="json").items() if k not in NON_SCIENTIFIC_SECTIONS}
+    canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

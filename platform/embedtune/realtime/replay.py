@@ -3,7 +3,8 @@
 Writes, each atomically (a temporary file in the same folder, then ``os.replace``, so a reader never sees half a
 file): ``embeddings.parquet`` (the served embedding per tick once the model window is full), ``signals.parquet``
 (head outputs, the served arm, the regime and whether the tick was a full refresh), ``alerts.jsonl`` (every event:
-rejected ticks, gaps, regime switches, drift and accuracy alerts, fallbacks) and ``summary.json``.
+rejected ticks, gaps, regime switches, drift and accuracy alerts, fallbacks) and ``summary.json``. With
+``--compare-static`` the CLI instead runs ``realtime.compare`` (adaptive against static, one leaderboard bundle).
 
 Heavy imports (torch, Ray, the data stack) happen inside the functions, so ``add_replay_parser`` costs nothing at CLI
 start-up; ``ReplayActor`` is created on first access.
@@ -22,6 +23,12 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 if TYPE_CHECKING:
     import pandas as pd
 
+    from embedtune.config import ExperimentConfig
+    from embedtune.data.market import MarketData
+    from embedtune.models.ensemble import EmbeddingModel
+    from embedtune.realtime.config import RealtimeConfig
+    from embedtune.realtime.enhancer import RealTimeEnhancer
+    from embedtune.realtime.model import FeatureScaler
     from embedtune.realtime.ticks import Tick
 
 EMBEDDINGS_FILE = "embeddings.parquet"
@@ -85,14 +92,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
-def load_stream(data: str) -> tuple[pd.DataFrame, str]:
-    """Bars of a bundled dataset (``eurusd_hourly`` or ``bundled:eurusd_hourly``), ``synthetic`` or a bar file."""
+def load_stream_market(data: str) -> MarketData:
+    """A bundled dataset (``eurusd_hourly`` or ``bundled:eurusd_hourly``), ``synthetic`` or a bar file, with its
+    name and synthetic flag (which every result built on it must carry)."""
     from embedtune.config import DataConfig
     from embedtune.data.bundled import BUNDLED
     from embedtune.data.sources import load_market
 
     source = f"bundled:{data}" if data in BUNDLED else data
-    market = load_market(DataConfig(source=source), "<replay>")
+    return load_market(DataConfig(source=source), "<replay>")
+
+
+def load_stream(data: str) -> tuple[pd.DataFrame, str]:
+    """Bars of a bundled dataset (``eurusd_hourly`` or ``bundled:eurusd_hourly``), ``synthetic`` or a bar file."""
+    market = load_stream_market(data)
     return market.bars, market.source
 
 
@@ -111,6 +124,53 @@ def bar_ticks(bars: pd.DataFrame) -> Iterator[Tick]:
                    cols["volume"][i], cols["bid"][i], cols["ask"][i], cols["bid_size"][i], cols["ask_size"][i])
 
 
+@dataclass
+class Serving:
+    """What a replay serves: the real-time config, the model (None: the standardized feature row is the embedding)
+    with its training feature names and scaler, and the experiment config they come from (None without one).
+
+    A bundle's scaler holds fixed training statistics (``frozen``), so several enhancers may share it.
+    """
+
+    config: RealtimeConfig
+    model: EmbeddingModel | None = None
+    feature_names: list[str] | None = None
+    scaler: FeatureScaler | None = None
+    experiment: ExperimentConfig | None = None
+
+    def enhancer(self, config: RealtimeConfig) -> RealTimeEnhancer:
+        """A fresh ``RealTimeEnhancer`` serving this model under ``config`` (e.g. a variant of ``self.config``)."""
+        from embedtune.realtime.enhancer import RealTimeEnhancer
+
+        return RealTimeEnhancer(config, model=self.model, feature_names=self.feature_names, scaler=self.scaler)
+
+
+def load_serving(model_dir: str | Path | None, config_path: str | Path | None = None,
+                 overrides: dict[str, Any] | None = None) -> Serving:
+    """The model bundle in ``model_dir`` (or none) and the real-time config: the experiment's features, labels and
+    window (from the bundle, or ``config_path``) plus ``overrides``; a bad override is a ``ConfigError``."""
+    from pydantic import ValidationError
+
+    from embedtune.config import _first_error, load_config
+    from embedtune.errors import ConfigError
+    from embedtune.realtime.config import RealtimeConfig
+    from embedtune.realtime.model import load_bundle
+
+    overrides = dict(overrides or {})
+    try:
+        if model_dir is not None:
+            bundle = load_bundle(model_dir, config_path)
+            return Serving(RealtimeConfig.from_experiment(bundle.config, **overrides), bundle.model,
+                           bundle.feature_names, bundle.scaler, bundle.config)
+        if config_path is not None:
+            experiment = load_config(config_path)
+            return Serving(RealtimeConfig.from_experiment(experiment, **overrides), experiment=experiment)
+        return Serving(RealtimeConfig.model_validate(overrides))
+    except ValidationError as err:
+        key, msg = _first_error(err)
+        raise ConfigError("<replay options>", key, msg) from None
+
+
 def replay(model_dir: str | Path | None, data: str, out_dir: str | Path, *, config_path: str | Path | None = None,
            overrides: dict[str, Any] | None = None, limit: int | None = None, progress: bool = True,
            stream: IO[str] | None = None) -> ReplaySummary:
@@ -122,32 +182,14 @@ def replay(model_dir: str | Path | None, data: str, out_dir: str | Path, *, conf
     """
     import numpy as np
     import pandas as pd
-    from pydantic import ValidationError
 
-    from embedtune.config import _first_error, load_config
-    from embedtune.errors import ConfigError
-    from embedtune.realtime.config import RealtimeConfig
-    from embedtune.realtime.enhancer import RealTimeEnhancer
-    from embedtune.realtime.model import HEAD_COLUMNS, load_bundle
+    from embedtune.realtime.model import HEAD_COLUMNS
 
-    overrides = dict(overrides or {})
-    model, names, scaler = None, None, None
-    try:
-        if model_dir is not None:
-            bundle = load_bundle(model_dir, config_path)
-            cfg = RealtimeConfig.from_experiment(bundle.config, **overrides)
-            model, names, scaler = bundle.model, bundle.feature_names, bundle.scaler
-        elif config_path is not None:
-            cfg = RealtimeConfig.from_experiment(load_config(config_path), **overrides)
-        else:
-            cfg = RealtimeConfig.model_validate(overrides)
-    except ValidationError as err:
-        key, msg = _first_error(err)
-        raise ConfigError("<replay options>", key, msg) from None
+    serving = load_serving(model_dir, config_path, overrides)
     bars, source = load_stream(data)
     if limit is not None:
         bars = bars.iloc[:limit]
-    enhancer = RealTimeEnhancer(cfg, model=model, feature_names=names, scaler=scaler)
+    enhancer = serving.enhancer(serving.config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -214,11 +256,43 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: Options that only a ``--compare-static`` run reads.
+COMPARE_OPTIONS: tuple[str, ...] = ("threshold", "long_only", "fees", "slippage", "leaderboard_db")
+
+
+def _cmd_compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    import pandas as pd
+
+    from embedtune.realtime.compare import compare_adaptive_static
+
+    bundle = compare_adaptive_static(args.model, args.data, args.out, config_path=args.config, overrides=overrides,
+                                     limit=args.limit, threshold=args.threshold,
+                                     allow_short=False if args.long_only else None, fees=args.fees,
+                                     slippage=args.slippage, leaderboard_db=args.leaderboard_db,
+                                     progress=not args.quiet)
+    table = pd.read_csv(bundle / "leaderboard.csv")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for row in table.itertuples(index=False):
+        changes = manifest["trials"][row.trial]["profile_changes"]
+        print(f"#{row.rank} {row.trial}: sharpe {row.sharpe:.3f}, total return {row.total_return:.2%}, "
+              f"max drawdown {row.max_drawdown:.2%}, {changes} profile changes")
+    print(f"comparison bundle: {bundle}\n  report: {bundle / 'report.html'}\n  ingested into "
+          f"{args.leaderboard_db or 'sqlite:///' + str(Path(args.out).resolve() / 'leaderboard.db')}")
+    return 0
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     for key in ("refresh_every", "alpha", "wavelet_stride", "max_gap", "gap_policy"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    if args.compare_static:
+        return _cmd_compare(args, overrides)
+    unused = [f"--{k.replace('_', '-')}" for k in COMPARE_OPTIONS if getattr(args, k) not in (None, False)]
+    if unused:
+        from embedtune.errors import ConfigError
+
+        raise ConfigError("<replay options>", unused[0], "only read with --compare-static")
     summary = replay(args.model, args.data, args.out, config_path=args.config, overrides=overrides,
                      limit=args.limit, progress=not args.quiet)
     print(f"replayed {summary.ticks} ticks ({summary.accepted} accepted, {summary.embedded} embedded) in "
@@ -227,7 +301,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``embedtune replay --model DIR --data NAME|PATH --out DIR`` on a CLI's subparsers."""
+    """Register ``embedtune replay --model DIR --data NAME|PATH --out DIR [--compare-static]`` on a CLI's
+    subparsers."""
     p = subparsers.add_parser("replay", help="stream a dataset tick by tick through the real-time enhancer")
     p.add_argument("--model", default=None, help="folder with model.pt (config.yaml there or above); omit: no model")
     p.add_argument("--data", required=True, help="bundled name (eurusd_hourly), 'synthetic' or a CSV/Parquet file")
@@ -242,5 +317,17 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--gap-policy", dest="gap_policy", choices=("reset", "warn"), default=None)
     p.add_argument("--limit", type=int, default=None, help="replay only the first N bars")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--compare-static", dest="compare_static", action="store_true",
+                   help="replay twice, with the regime table (adaptive) and with the base profile (static), "
+                        "backtest both at the next bar's open and write one leaderboard bundle under --out "
+                        "(then ingested into --leaderboard-db)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="--compare-static: edge beyond which to trade (default: the experiment's, else 0.1)")
+    p.add_argument("--long-only", dest="long_only", action="store_true",
+                   help="--compare-static: flat instead of short")
+    p.add_argument("--fees", type=float, default=None, help="--compare-static: fraction of traded notional")
+    p.add_argument("--slippage", type=float, default=None, help="--compare-static: fraction of the open price")
+    p.add_argument("--leaderboard-db", dest="leaderboard_db", default=None,
+                   help="--compare-static: SQLAlchemy URL (default: sqlite:///<out>/leaderboard.db)")
     p.set_defaults(func=_cmd_replay)
     return p

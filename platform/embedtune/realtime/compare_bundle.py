@@ -1,0 +1,120 @@
+"""The adaptive-against-static comparison as a result bundle, in ``experiment.write_bundle``'s layout.
+
+Same files and columns as an experiment's bundle (``config.yaml``, ``leaderboard.csv`` from ``ranked_table``,
+``trials/<trial>_oos.parquet``, ``equity.png``, ``manifest.json``, ``leaderboard.md``, ``report.html``), so the
+leaderboard store, the HTML report and anyone comparing runs read it like any other run. The replayed period is
+one pseudo-fold (nothing is trained here); the manifest adds the per-regime breakdown of both variants.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from embedtune.config import metric_mode
+from embedtune.data.market import MarketData
+from embedtune.leaderboard.bundle import clean, period_stats
+from embedtune.leaderboard.chart import equity_chart
+from embedtune.leaderboard.records import TrialRecord, ranked_table, to_markdown
+from embedtune.realtime.config import REGIMES
+from embedtune.report.html import write_html_report
+from embedtune.runtime import git_commit
+
+OBJECTIVE = "sharpe"
+
+
+def content_hash(value: Any) -> str:
+    """Short hash of a JSON-able value (canonical key order): the config hash of a run or a variant."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def regime_breakdown(oos: pd.DataFrame, annualization: float) -> dict[str, dict[str, Any]]:
+    """Per detected regime (the ``regime`` column): bars, share of the backtested bars, Sharpe and returns, by the
+    rules of ``backtest.metrics`` (Sharpe ddof=1, annualized like the whole run)."""
+    out = {}
+    for regime in [r for r in REGIMES if r in set(oos["regime"])]:
+        part = oos[oos["regime"] == regime]
+        stats = period_stats(part["strategy_return"], part["benchmark_return"], annualization)
+        out[regime] = {"bars": len(part), "time_share": len(part) / len(oos),
+                       **{k: stats[k] for k in ("sharpe", "total_return", "benchmark_return")}}
+    return out
+
+
+def write_comparison_bundle(staging: Path, run_id: str, config: dict[str, Any], market: MarketData,
+                            bars: pd.DataFrame, columns: list[str], skipped: list[str],
+                            records: list[TrialRecord], annualization: float, started_at: datetime,
+                            seconds: float) -> None:
+    """Write every bundle file into the (empty, hidden) ``staging`` folder; the caller renames it into place.
+
+    ``bars``: the backtested bars (every record's OOS index); ``columns``/``skipped``: the served feature columns
+    and those the real-time engine cannot compute.
+    """
+    from embedtune.experiment import overfitting_checks, selection_line  # imports Ray: only when writing
+
+    config_hash, data_hash = content_hash(config), market.data_hash
+    selection = overfitting_checks(records, annualization)
+    table = ranked_table(records, [OBJECTIVE], data_hash, config_hash)
+    order = {trial: i for i, trial in enumerate(table["trial"])}
+    ranked = sorted(records, key=lambda r: order[r.trial_id])
+    (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    table.to_csv(staging / "leaderboard.csv", index=False)
+    (staging / "trials").mkdir()
+    for record in ranked:
+        record.oos.to_parquet(staging / "trials" / f"{record.trial_id}_oos.parquet")  # type: ignore[union-attr]
+    equity_chart(ranked, staging / "equity.png", f"{config['name']}: adaptive against static", market.synthetic)
+    start, end = str(bars.index[0]), str(bars.index[-1])
+    sharpe = {r.trial_id: r.metrics.get("sharpe") for r in records}
+    manifest = clean({
+        "run_id": run_id, "experiment": config["name"], "config_file": config["config_file"],
+        "config_hash": config_hash, "started": started_at.isoformat(),
+        "ended": (started_at + timedelta(seconds=seconds)).isoformat(),
+        "data": {"name": market.name, "source": market.source, "synthetic": market.synthetic, "hash": data_hash,
+                 "bars": len(bars), "start": start, "end": end, "replayed_bars": len(market.bars),
+                 "features": columns, "dropped_features": skipped, "notes": market.notes or {}},
+        "folds": [{"fold": 0, "train": None, "test": [start, end]}],
+        "objective": {"metric": OBJECTIVE, "mode": metric_mode(OBJECTIVE), "targets": [OBJECTIVE],
+                      "constraints": {}},
+        "selection": selection, "git_commit": git_commit(), "seconds": round(seconds, 1),
+        "trials": {r.trial_id: {"status": r.status, "error": r.error, **r.extra} for r in records},
+        "regimes": {r.trial_id: regime_breakdown(r.oos, annualization) for r in records},  # type: ignore[arg-type]
+        "comparison": {"signal": config["signal"], "rule": config["rule"], "sharpe": sharpe,
+                       "sharpe_difference": _difference(sharpe)},
+    })
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, allow_nan=False))
+    (staging / "leaderboard.md").write_text(render_markdown(config, manifest, table, selection_line(selection)))
+    write_html_report(staging, staging / "report.html")
+
+
+def _difference(sharpe: dict[str, float | None]) -> float | None:
+    a, s = sharpe.get("adaptive"), sharpe.get("static")
+    return a - s if a is not None and s is not None and np.isfinite(a) and np.isfinite(s) else None
+
+
+def render_markdown(config: dict[str, Any], manifest: dict[str, Any], table: pd.DataFrame, selection: str) -> str:
+    d, trials, rule = manifest["data"], manifest["trials"], manifest["comparison"]["rule"]
+    what = "; ".join(f"{k}: {v}" for k, v in d["notes"].items()) or "generated data"
+    banner = (f"> **SYNTHETIC DATA**: these results use data that did not come from a market ({what}).\n\n"
+              if d["synthetic"] else "")
+    rows = [{"trial": t, "regime": r, **v} for t, per in manifest["regimes"].items() for r, v in per.items()]
+    difference = manifest["comparison"]["sharpe_difference"]
+    lines = [
+        f"# Leaderboard: {config['name']}", "", banner + config["description"], "",
+        f"- data: {d['name']} ({d['source']}), {d['bars']} backtested bars of {d['replayed_bars']} replayed, "
+        f"{d['start']} .. {d['end']}, hash `{d['hash']}`",
+        f"- signal: {config['signal']}; rule `direction_threshold`, threshold {rule['threshold']}, "
+        f"{'long/short' if rule['allow_short'] else 'long only'}, fees {rule['fees']}, slippage "
+        f"{rule['slippage']}, executed at the next bar's open",
+        "- profile changes: " + ", ".join(f"{t} {v['profile_changes']} ({v['regime_changes']} regime switches)"
+                                          for t, v in trials.items()),
+        "- Sharpe adaptive - static: " + ("undefined" if difference is None else f"{difference:.4g}"),
+        f"- config hash `{manifest['config_hash']}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
+        selection, "", "![equity](equity.png)", "", to_markdown(table), "",
+        "## Per detected regime", "", to_markdown(pd.DataFrame(rows)) if rows else "No backtested bars.", "",
+    ]
+    return "\n".join(lines)
