@@ -301,6 +301,9 @@ class SearchConfig(Strict):
     storage: str | None = None
     #: Dotted config paths (``training.lambdas.direction``) mapped to distributions.
     space: dict[str, SearchParam] = Field(default_factory=dict)
+    #: Put the searched lambdas on a simplex: after sampling they are rescaled to sum to the number of tasks, so only
+    #: their ratios are searched (their common scale would just duplicate the learning rate).
+    lambdas_on_simplex: bool = False
     #: Also run one trial with learned uncertainty loss weights (Kendall et al.), the baseline that tuned lambdas
     #: must beat; it is ranked in the same leaderboard.
     uncertainty_baseline: bool = True

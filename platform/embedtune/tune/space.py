@@ -48,6 +48,10 @@ def ablation_variants(families: dict[str, dict[str, Any]]) -> dict[str, dict[str
 def trial_config(cfg: ExperimentConfig, params: dict[str, Any]) -> ExperimentConfig:
     """The config one trial runs: sampled search values, and the feature variant when ablating."""
     trial = apply_params(cfg, params)
+    if cfg.search.lambdas_on_simplex:
+        lambdas = trial.training.lambdas.model_dump()
+        scale = len(lambdas) / sum(lambdas.values())
+        trial = trial.with_overrides({f"training.lambdas.{k}": v * scale for k, v in lambdas.items()})
     if VARIANT_KEY in params:
         trial = trial.with_overrides({"features": ablation_variants(cfg.features)[params[VARIANT_KEY]]})
     return trial
