@@ -7,6 +7,7 @@ never leaves a half-written leaderboard.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -140,9 +141,16 @@ def find_resumable(target: str, output_root: str) -> tuple[Path, dict[str, Any]]
 UNCERTAINTY_KEY = "model.loss_weighting"
 
 
+def creation_order(result: Any) -> int:
+    """Tune names trial folders ``<trainable>_<random id>_<counter>_<params>_<time>``: the counter is the order in
+    which the searcher proposed the trials, stable across runs (the ids are random)."""
+    match = re.search(r"_[0-9a-f]{5,}_(\d+)_", Path(result.path or "").name)
+    return int(match.group(1)) if match else 0
+
+
 def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix: str = "t") -> list[TrialRecord]:
     records = []
-    results = sorted(grid, key=lambda r: r.path or "")
+    results = sorted(grid, key=creation_order)
     for number, result in enumerate(results):
         params = dict(result.config or {})
         metrics = dict(result.metrics or {})
