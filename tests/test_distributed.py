@@ -96,3 +96,14 @@ def test_two_ddp_workers_make_the_same_updates_as_one_with_the_same_global_batch
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
     pd.testing.assert_frame_equal(pd.read_parquet(str(out) + ".parquet"), reference.predictions, rtol=1e-4,
                                   atol=1e-5)
+
+
+def test_torch_compile_path_trains_to_the_same_model() -> None:
+    """``training.compile`` wraps the DDP model in ``torch.compile``; the eager backend must not change the math."""
+    cfg, data = setup()
+    cfg = cfg.with_overrides({"training.epochs": 1})
+    fold = data.folds[0]
+    plain = fit_fold(cfg, data, fold, seed=5)
+    compiled = fit_fold(cfg.with_overrides({"training.compile": True, "training.compile_backend": "eager"}),
+                        data, fold, seed=5)
+    pd.testing.assert_frame_equal(plain.predictions, compiled.predictions, rtol=1e-5, atol=1e-6)

@@ -62,6 +62,11 @@ def test_tiny_experiment_end_to_end(tmp_path: Path) -> None:
     assert "# Leaderboard: tiny" in result.leaderboard_md.read_text()
     assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["name"] == "tiny"
     assert not list((tmp_path / "tiny").glob(".*.partial"))
+    # The Optuna study lives in the experiment's SQLite file (what optuna-dashboard opens), one study per run.
+    import optuna
+
+    study = optuna.load_study(study_name=result.run_dir.name, storage=f"sqlite:///{tmp_path / 'tiny' / 'optuna.db'}")
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == cfg.search.num_samples
 
 
 def test_ablation_ranks_feature_family_variants(tmp_path: Path) -> None:
