@@ -1,4 +1,8 @@
-"""Direction-threshold signal sized by volatility targeting: |position| = min(1, target_vol / vol_pred)."""
+"""Direction-threshold signal sized by volatility targeting: |position| = min(1, target_vol / exp(vol_pred)).
+
+``vol_pred`` is the volatility head's forecast in label units, the LOG of per-bar volatility (``labels.make_labels``),
+so it is exponentiated before sizing; read as a volatility it is negative and would never size a position.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +15,7 @@ from embedtune.strategy import Strategy, StrategyParams, direction_signal
 class VolScaledDirectionParams(StrategyParams):
     threshold: float = Field(default=0.1, ge=0.0, lt=1.0)
     allow_short: bool = True
-    #: Target volatility per bar in the units of ``vol_pred`` (std of one-bar log returns): 0.01 = 1% a bar.
+    #: Target volatility per bar (std of one-bar log returns; ``vol_pred`` forecasts its log): 0.01 = 1% a bar.
     target_vol: float = Field(default=0.01, gt=0.0)
 
 
@@ -26,7 +30,7 @@ class VolScaledDirection(Strategy):
     def target_positions(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> pd.Series:
         p = self.params
         direction = direction_signal(predictions, p.threshold, p.allow_short)
-        vol = predictions["vol_pred"]
+        vol = np.exp(predictions["vol_pred"])  # log volatility -> volatility
         with np.errstate(divide="ignore"):
-            scale = np.minimum(1.0, p.target_vol / vol)  # a zero forecast gives inf, capped at 1
-        return direction * scale.where(vol >= 0.0)  # negative or NaN forecast: no decision
+            scale = np.minimum(1.0, p.target_vol / vol)  # a forecast that underflows to 0 gives inf, capped at 1
+        return direction * scale  # NaN forecast: no decision

@@ -21,7 +21,7 @@ def _predictions(p_up: list[float], p_down: list[float], vol: list[float] | None
     frame = pd.DataFrame(0.2, index=index, columns=list(PREDICTION_COLUMNS))
     frame["p_up"], frame["p_down"] = p_up, p_down
     frame["p_neutral"] = 1.0 - frame["p_up"] - frame["p_down"]
-    frame["vol_pred"] = vol if vol is not None else [0.01] * n
+    frame["vol_pred"] = vol if vol is not None else [np.log(0.01)] * n  # log volatility, as the model predicts
     return frame
 
 
@@ -61,7 +61,7 @@ def test_direction_threshold_positions() -> None:
 
 def test_vol_scaled_direction_positions() -> None:
     preds = _predictions(p_up=[0.6, 0.2, 0.6, 0.6, 0.6, 0.4], p_down=[0.2, 0.6, 0.2, 0.2, 0.2, 0.35],
-                         vol=[0.02, 0.04, 0.005, 0.0, -0.01, 0.02])
+                         vol=[*np.log([0.02, 0.04, 0.005]), -800.0, np.nan, np.log(0.02)])
     strategy = load_strategy("vol_scaled_direction", {"target_vol": 0.01}, STRATEGIES_DIR)
     np.testing.assert_allclose(strategy.positions(preds, preds).to_numpy(), [0.5, -0.25, 1.0, 1.0, np.nan, 0.0])
 

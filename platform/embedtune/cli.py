@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from embedtune.realtime.replay import add_replay_parser
 
     add_replay_parser(sub)
+    from embedtune.ops import add_ops_parsers
+
+    add_ops_parsers(sub)
     return parser
 
 

@@ -327,6 +327,9 @@ class OutputConfig(Strict):
     #: Cross-experiment leaderboard (any SQLAlchemy URL, e.g. PostgreSQL on a cluster); default
     #: ``sqlite:///<root>/leaderboard.db``; every finished run is ingested in one transaction.
     leaderboard_db: str | None = None
+    #: Optional experiment tracking through Ray Tune callbacks (TensorBoard event files or a local MLflow store
+    #: under ``root``); mlflow needs the ``tracking`` extra.
+    tracking: Literal["none", "tensorboard", "mlflow"] = "none"
 
 
 class ExperimentConfig(Strict):
@@ -408,6 +411,23 @@ def _first_error(err: ValidationError) -> tuple[str, str]:
     return loc, msg
 
 
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable SQLAlchemy URL, or None. Checked at load time: the study storage is opened only
+    after Ray starts and the leaderboard only after the whole run, far too late to learn about a typo."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "not a database URL (e.g. sqlite:///results/leaderboard.db or postgresql://host/db)"
+    try:
+        parsed.get_dialect()
+    except (NoSuchModuleError, ImportError):
+        return f"no SQLAlchemy dialect for {parsed.drivername!r}"
+    return None
+
+
 def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
     """Rules that span sections or need registries; each error is (key path, message)."""
     from embedtune.features import family_errors
@@ -456,6 +476,14 @@ def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
                 _, msg = _first_error(err)
                 errors.append((f"search.space.{dotted}", f"value {sample!r} is invalid there: {msg}"))
                 break
+    urls = {"search.storage": config.search.storage, "output.leaderboard_db": config.output.leaderboard_db}
+    for key, url in urls.items():
+        problem = database_url_problem(url) if url is not None else None
+        if problem:
+            errors.append((key, problem))
+    from embedtune.tune.tracking import tracking_errors
+
+    errors += tracking_errors(config.output.tracking)
     if config.search.max_concurrent > config.search.num_samples:
         errors.append(("search.max_concurrent", "exceeds search.num_samples"))
     if config.objective.metrics and config.search.scheduler.type == "asha":
@@ -487,7 +515,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not path.is_file():
         raise ConfigError(str(path), "", "no such file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), "", f"not UTF-8 text: byte {err.object[err.start]:#04x} at offset {err.start}"
+                          ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

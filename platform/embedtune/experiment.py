@@ -7,6 +7,7 @@ never leaves a half-written leaderboard.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -117,7 +118,8 @@ def run_experiment(config_path: str | Path | None = None, output_root: str | Non
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    db = cfg.output.leaderboard_db or f"sqlite:///{Path(cfg.output.root).resolve() / 'leaderboard.db'}"
+    db = (cfg.output.leaderboard_db or os.environ.get("EMBEDTUNE_LEADERBOARD_DB")
+          or f"sqlite:///{Path(cfg.output.root).resolve() / 'leaderboard.db'}")
     with LeaderboardStore(db) as store:  # one transaction: the run and all its trials, or nothing
         store.ingest(result.run_dir)
     result.leaderboard_db = db

@@ -154,8 +154,12 @@ def load_option_chain(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def is_chain(columns: pd.Index | list[str]) -> bool:
-    """Chains are recognised by their contract columns; anything else is treated as bars."""
-    return {"expiry", "strike"} <= set(map(str, columns))
+    """Chains are recognised by a contract column; anything else is treated as bars.
+
+    Either column suffices, so a chain that lacks its strikes (or expiries) is reported as a chain missing that
+    column, not as bars missing 'open'.
+    """
+    return bool({"expiry", "strike"} & set(map(str, columns)))
 
 
 def infer_frequency(stamps: pd.DatetimeIndex | pd.Series) -> str:

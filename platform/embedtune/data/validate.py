@@ -8,6 +8,7 @@ within one rule the earliest row wins, ties broken by column order.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -109,12 +110,23 @@ def _parse_naive(text: pd.Series) -> pd.Series:
     nonempty = (text != "").to_numpy()
     if nonempty.any() and pd.isna(parsed.iloc[int(np.argmax(nonempty))]):
         try:
-            inferred = pd.to_datetime(text, errors="coerce")
+            with warnings.catch_warnings():  # "could not infer format" would be a second stderr line
+                warnings.simplefilter("ignore", UserWarning)
+                inferred = pd.to_datetime(text, errors="coerce")
         except (ValueError, TypeError):
             inferred = parsed
         if inferred.dtype.kind == "M" and inferred.dt.tz is None and inferred.notna().sum() > parsed.notna().sum():
             parsed = inferred
     return parsed
+
+
+def _check_ns_range(source: Source, parsed: pd.Series, column: str, text: pd.Series) -> None:
+    """pandas parses far dates (9999-12-31) at second resolution; converting them to nanoseconds would overflow."""
+    utc = parsed.dt.tz_convert(None) if parsed.dt.tz is not None else parsed
+    outside = (utc.notna() & ((utc < pd.Timestamp.min) | (utc > pd.Timestamp.max))).to_numpy()
+    raise_first(source, [(column, outside, lambda p: (
+        f"{column} '{text.iloc[p]}' is outside the supported range {pd.Timestamp.min.date()} .. "
+        f"{pd.Timestamp.max.date()}"))])
 
 
 def parse_timestamps(source: Source, raw: pd.Series, column: str) -> pd.Series:
@@ -125,6 +137,7 @@ def parse_timestamps(source: Source, raw: pd.Series, column: str) -> pd.Series:
     """
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or raw.dtype.kind == "M":
         raise_first(source, [(column, raw.isna().to_numpy(), lambda p: f"missing {column}")])
+        _check_ns_range(source, raw.reset_index(drop=True), column, raw.astype(str).reset_index(drop=True))
         return raw.dt.as_unit("ns").reset_index(drop=True)
 
     text = as_text(raw).reset_index(drop=True)
@@ -137,6 +150,7 @@ def parse_timestamps(source: Source, raw: pd.Series, column: str) -> pd.Series:
         (column, blank, lambda p: f"missing {column}"),
         (column, parsed.isna().to_numpy() & ~blank, lambda p: f"cannot parse {column} '{text.iloc[p]}'"),
     ])
+    _check_ns_range(source, parsed, column, text)
 
     if has_offset.any():
         offsets = _normalize_offset(parts["offset"].fillna(""))

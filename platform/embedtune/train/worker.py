@@ -37,7 +37,9 @@ def write_checkpoint(directory: Path, report: FoldReport, predictions: pd.DataFr
     (directory / METRICS_FILE).write_text(json.dumps(report.metrics, indent=1, default=float))
     torch.save(report.outcome.model.state_dict(), directory / MODEL_FILE)
     if report.outcome.scaler is not None:
-        np.savez(directory / SCALER_FILE, mean=report.outcome.scaler.feature_mean, std=report.outcome.scaler.feature_std)
+        scaler = report.outcome.scaler
+        np.savez(directory / SCALER_FILE, mean=scaler.feature_mean, std=scaler.feature_std,
+                 target_mean=scaler.target_mean, target_std=scaler.target_std)
 
 
 EPOCH_FILE = "epoch_state.pt"

@@ -21,6 +21,7 @@ from embedtune.config import ExperimentConfig, metric_mode
 from embedtune.strategy import Strategy
 from embedtune.train.worker import FoldReportCallback, build_trainer
 from embedtune.tune.objectives import objective_key
+from embedtune.tune.tracking import tracking_callbacks
 from embedtune.tune.space import VARIANT_KEY, ablation_variants, optuna_space, trial_config
 
 
@@ -144,7 +145,8 @@ def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strateg
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, verbose=0,
-            callbacks=[FoldProgress(cfg.objective.targets[0])] if verbose else [],
+            callbacks=([FoldProgress(cfg.objective.targets[0])] if verbose else [])
+            + tracking_callbacks(cfg.output.tracking, Path(cfg.output.root).resolve(), cfg.name),
         ),
     )
     return tuner.fit()
