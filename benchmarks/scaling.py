@@ -12,7 +12,8 @@ compilation is not timed):
   ``sweep_metrics`` of that sweep (two rows).
 
 For each stage the table gives seconds, the cost per bar, and the growth ratios time(next size)/time(size), ~10 for
-linear cost at 10x more bars. A ratio above ``--superlinear`` x the size ratio is flagged. Runs on one core.
+linear cost at 10x more bars. A stage whose ratio exceeds ``--superlinear`` x the size ratio is measured again
+(as many rounds more) and flagged if it still does. Runs on one core.
 """
 from __future__ import annotations
 

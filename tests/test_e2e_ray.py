@@ -104,3 +104,18 @@ def test_overfitting_checks_in_the_bundle_match_the_library(tmp_path: Path) -> N
     for j, record in enumerate(records):
         assert record.metrics["deflated_sharpe"] == pytest.approx(dsr_from_returns(returns[:, j], sharpes).probability)
     assert summary["deflated_sharpe"] < 0.95  # noise: the best of six is not significant
+
+
+def test_a_trial_that_never_trades_does_not_break_the_overfitting_checks() -> None:
+    from embedtune.experiment import overfitting_checks
+    from embedtune.leaderboard.records import TrialRecord
+
+    rng = np.random.default_rng(5)
+    index = pd.date_range("2020-01-01", periods=200, freq="B")
+    flat = pd.DataFrame({"strategy_return": np.zeros(200)}, index=index)
+    active = pd.DataFrame({"strategy_return": rng.normal(0, 0.01, 200)}, index=index)
+    records = [TrialRecord(trial_id=n, status="done", params={}, metrics={}, folds_done=1, config_hash=n, oos=o)
+               for n, o in (("flat", flat), ("active", active), ("other", active * 0.5 + 0.0001))]
+    summary = overfitting_checks(records, 252.0)
+    assert "error" in summary or math.isfinite(summary["pbo"])
+    assert all("deflated_sharpe" in r.metrics or "error" in summary for r in records)

@@ -180,10 +180,16 @@ def overfitting_checks(records: list[TrialRecord], periods_per_year: float) -> d
         return {}
     returns = pd.DataFrame({r.trial_id: r.oos["strategy_return"] for r in done}).fillna(0.0)
     n_splits = max(2, min(16, (len(returns) // 2) * 2))
-    summary = select_with_overfitting_checks(returns, periods_per_year, n_splits=n_splits)
+    try:
+        summary = select_with_overfitting_checks(returns, periods_per_year, n_splits=n_splits)
+    except ValueError as err:  # e.g. too few out-of-sample bars: report why instead of failing the experiment
+        return {"error": str(err)}  # type: ignore[dict-item]
     sharpes = per_period_sharpe(returns.to_numpy())
     for j, record in enumerate(done):
-        record.metrics["deflated_sharpe"] = dsr_from_returns(returns.to_numpy()[:, j], sharpes).probability
+        try:
+            record.metrics["deflated_sharpe"] = dsr_from_returns(returns.to_numpy()[:, j], sharpes).probability
+        except ValueError:  # a trial that never traded has no return distribution to deflate
+            record.metrics["deflated_sharpe"] = float("nan")
         record.metrics["pbo"] = summary["pbo"]
     return summary
 
@@ -230,6 +236,8 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
 def selection_line(selection: dict[str, float]) -> str:
     if not selection:
         return "- overfitting checks: need at least 2 finished trials"
+    if "error" in selection:
+        return f"- overfitting checks not computed: {selection['error']}"
     return (f"- overfitting checks over {int(selection['n_trials'])} trials: best Sharpe "
             f"{selection['best_sharpe']:.3f} vs {selection['expected_max_sharpe']:.3f} expected from the best of as "
             f"many null trials; deflated Sharpe (probability the best is real) {selection['deflated_sharpe']:.3f}; "
