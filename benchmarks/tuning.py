@@ -1,43 +1,50 @@
 """Tuning benchmarks: what Ray Tune + Optuna + Ray Train cost per trial, and what concurrency, DDP and ASHA buy.
 
 Run: ``.venv/bin/python benchmarks/tuning.py [--quick] [--n N] [--keep]``. Prints one table per question, each a
-ratio against a named alternative, on the same objective: the trial of ``tests/configs/tiny.yaml`` (train + backtest
-its 3 walk-forward folds on the bundled GOOG bars), searched by seeded TPE over its two-parameter space.
+ratio against a named alternative, on one objective: the trial of ``tests/configs/tiny.yaml`` (train + backtest its 3
+walk-forward folds on the bundled GOOG bars), searched by seeded TPE over its two-parameter space.
 
 1. Overhead: N trials through ``run_experiment`` (Tune + Optuna, one ``TorchTrainer`` per trial, serial) against a
    plain in-process loop, ``optuna.create_study(sampler=TPESampler(seed, n_startup_trials))`` asking the same space
    and calling ``run_folds`` with the sampled params (torch at 1 thread, as a 1-CPU Ray worker). Also Ray Train's
    local mode (``resources.num_workers: 0``), with what fails if it fails.
-2. Concurrency: the same N trials with ``search.max_concurrent: 2`` (batched) against serial.
+2. Concurrency: the same N trials with ``search.max_concurrent: 2`` (batched) against serial, with tiny.yaml's
+   ``cpus_per_worker: 1`` (2 x 1 + 2 x 0.01 trial CPUs > 2: the second worker waits) and with 0.99 (both fit).
 3. DDP: one fold's training through Ray Train with 2 workers x 1 CPU against 1 worker (and in-process, no Ray),
    samples/s from the timestamps of the per-epoch reports (an epoch plus its recovery checkpoint), read by a
    ``ray.train.UserCallback`` in Train's controller.
-4. ASHA (grace 1, reduction 2, rung = fold) against FIFO, both 2 at a time, same N: trials/hour, best Sharpe.
-5. Per-trial overhead breakdown from Tune's per-fold timings of the serial run, a no-op ``TorchTrainer.fit()``, and
-   fresh-process probes of the imports and of numba's on-disk cache (vectorbt's first backtest) against a warm
+4. ASHA (grace 1, reduction 2, rung = fold) against FIFO, both 2 at a time at ``cpus_per_worker: 0.99``, same N:
+   trials/hour, best Sharpe, trials stopped early.
+5. Per-trial overhead breakdown from Tune's per-fold timings of the serial run and a no-op ``TorchTrainer.fit()``,
+   and fresh-process probes of the imports and of numba's on-disk cache (vectorbt's first backtest) against a warm
    process and, without ``--quick``, against a cold compile (empty ``NUMBA_CACHE_DIR``).
 
-Every experiment writes under one temp dir (configs, results, feature cache, Ray storage), removed at the end
-unless ``--keep``. ``run_experiment`` starts and shuts down its own local Ray; the script also shuts Ray down after
-every section. Search and per-trial timings come from wrapping ``embedtune.experiment.run_search`` in this process
-(it keeps Tune's ``ResultGrid``); wall times use ``time.perf_counter``. The machine is shared: one run, no repeats,
-so read the ratios, not the third digit.
+Every Ray run is a child process of this script (``--child``; its output goes to stderr), started in its own
+session: ``run_experiment`` starts and shuts down its own local Ray there, and a watchdog in the child, past a
+deadline, writes what Ray holds (free CPU, placement groups, why Train's placement-group cleaner died) and kills the
+child's process group, so a hung search is reported instead of blocking the run. Search and per-trial timings come
+from wrapping ``embedtune.experiment.run_search`` in the child (it keeps Tune's ``ResultGrid``); wall times use
+``time.perf_counter``. Everything is written under one temp dir, removed at the end unless ``--keep``. The machine
+is shared: one run, no repeats, so read the ratios, not the third digit.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
+import glob
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,34 +55,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 OVERHEAD_GOAL = 0.15
 SPEEDUP_GOAL = 1.7
-
-
-# ---------------------------------------------------------------------------------------------------- helpers
+FITS = 0.99  # cpus_per_worker with which 2 trials (0.01 CPU each) and their 2 workers fit in 2 CPUs
 
 
 def log(message: str) -> None:
     print(f"[tuning] {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Tune, Optuna and Ray print to stdout; only this script's tables may (run_all.py collects stdout)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def shutdown_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def deep_update(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -103,88 +87,305 @@ def last_line(error: Any) -> str:
     return lines[-1] if lines else repr(error)
 
 
-@dataclasses.dataclass
-class TrialTiming:
-    params: dict[str, Any]
-    folds: int
-    first_fold_s: float  # trial function start -> first fold report
-    later_fold_s: list[float]  # each later fold's report interval: that fold's compute
-    total_s: float  # trial function start -> last report
-    sharpe: float
-    error: str | None
+# ------------------------------------------------------------------------------------ child side (owns Ray)
+
+
+def hang_diagnostics(need_cpu: float | None = None) -> dict[str, Any]:
+    """What the local Ray holds, and whether it is deadlocked: a Train worker placement group outliving its
+    controller (leaked), too little CPU left for the next worker group, and Train retrying its start."""
+    import ray
+
+    diag: dict[str, Any] = {}
+    try:
+        diag["cpu_free"] = ray.available_resources().get("CPU", 0.0)
+        diag["cpu_total"] = ray.cluster_resources().get("CPU", 0.0)
+        pgs = [pg for pg in ray.util.placement_group_table().values() if pg.get("state") == "CREATED"]
+        diag["placement_groups_cpu"] = sorted(sum(b.get("CPU", 0.0) for b in pg["bundles"].values()) for pg in pgs)
+        worker_pgs = sum(cpu > 0.05 for cpu in diag["placement_groups_cpu"])  # trial drivers hold 0.01
+        controllers = sum(a.get("ActorClassName") == "TrainController" and a.get("State") == "ALIVE"
+                          for a in ray._private.state.actors().values())
+        diag["leaked_worker_pgs"] = max(0, worker_pgs - controllers)
+    except Exception as exc:  # noqa: BLE001 - diagnostics are best effort
+        diag["ray_error"] = last_line(exc)
+    try:
+        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+        controllers_log = "".join(p.read_text(errors="replace") for p in logs.glob("train/ray-train-sys-controller-*"))
+        diag["worker_group_start_timeouts"] = controllers_log.count("Error in control loop iteration: The worker "
+                                                                    "group startup timed out")
+        marker = "Exception in thread PlacementGroupCleanerMonitor"
+        dead = [t.split(marker, 1)[1] for t in (p.read_text(errors="replace") for p in logs.glob("worker-*.err"))
+                if marker in t]
+        diag["cleaner_monitor_died"] = len(dead)
+        if dead:
+            errors = [ln for ln in dead[0].splitlines() if re.match(r"^[\w.]+(Error|Exception): ", ln)]
+            diag["cleaner_error"] = errors[0] if errors else last_line(dead[0])
+    except Exception as exc:  # noqa: BLE001
+        diag["log_error"] = last_line(exc)
+    diag["deadlock"] = bool(need_cpu and diag.get("leaked_worker_pgs", 0) > 0
+                            and diag.get("cpu_free", 0.0) < need_cpu - 1e-6
+                            and diag.get("worker_group_start_timeouts", 0) > 0)
+    return diag
+
+
+def progress(experiment_root: Path) -> list[dict[str, Any]]:
+    """Trials Tune has recorded so far (from its progress.csv files): folds reported and the last Sharpe."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(glob.glob(str(experiment_root / "_ray" / "*" / "tune" / "run_trial_*"))):
+        csv = Path(path) / "progress.csv"
+        df = pd.read_csv(csv) if csv.exists() and csv.stat().st_size else None
+        rows.append({"folds": 0 if df is None else len(df),
+                     "sharpe": float(df["sharpe"].iloc[-1]) if df is not None and len(df) else float("nan")})
+    return rows
+
+
+def watchdog(deadline_s: float, out: Path, experiment_root: Path, done: threading.Event,
+             need_cpu: float | None = None) -> None:
+    """Past ``deadline_s``, or as soon as Ray is deadlocked (checked every 10 s once Train's 60-s worker-group start
+    timeout can have fired), write what Ray holds to ``out`` and kill this child's process group."""
+    started = time.monotonic()
+    while not done.wait(10.0):
+        elapsed = time.monotonic() - started
+        diag = hang_diagnostics(need_cpu) if need_cpu and elapsed > 60.0 else {}
+        if diag.get("deadlock") or elapsed >= deadline_s:
+            break
+    else:
+        return
+    record = {"hung": True, "after_s": elapsed, "trials_seen": progress(experiment_root),
+              **(diag or hang_diagnostics(need_cpu))}
+    out.write_text(json.dumps(record))
+    log(f"child stopped after {elapsed:.0f} s ({'deadlock' if record['deadlock'] else 'deadline'}): {record}")
+    os.killpg(os.getpgrp(), signal.SIGKILL)  # this child, and the Ray head processes it started
+
+
+def child_tune(spec: dict[str, Any], out: Path) -> None:
+    import embedtune.experiment as experiment
+
+    done = threading.Event()
+    threading.Thread(target=watchdog, daemon=True,
+                     args=(spec["deadline_s"], out, Path(spec["output_root"]) / spec["name"], done,
+                           spec["need_cpu"])).start()
+    captured: dict[str, Any] = {}
+    original = experiment.run_search
+
+    def timed_search(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        captured["grid"] = original(*args, **kwargs)
+        captured["search_s"] = time.perf_counter() - started
+        return captured["grid"]
+
+    experiment.run_search = timed_search
+    started = time.perf_counter()
+    result = experiment.run_experiment(spec["config"], output_root=spec["output_root"], verbose=False)
+    wall = time.perf_counter() - started
+    done.set()
+    trials = []
+    for r in sorted(captured["grid"], key=lambda r: r.path or ""):
+        df = r.metrics_dataframe
+        have = df is not None and len(df) > 0 and "time_this_iter_s" in df
+        iters = [float(v) for v in df["time_this_iter_s"]] if have else []
+        trials.append({
+            "params": {k: float(v) for k, v in (r.config or {}).items() if isinstance(v, (int, float))},
+            "folds": len(iters), "first_fold_s": iters[0] if iters else None, "later_fold_s": iters[1:],
+            "total_s": float(df["time_total_s"].iloc[-1]) if have else None,
+            "error": last_line(r.error) if r.error else None,
+        })
+    table = result.table
+    out.write_text(json.dumps({
+        "hung": False, "wall_s": wall, "search_s": captured["search_s"], "trials": trials,
+        "status": [] if table.empty else list(table["status"]),
+        "sharpe": [] if table.empty else [float(v) for v in table["sharpe"]],
+    }))
+
+
+def make_clock(path: Path) -> Any:
+    import ray.train
+
+    class Clock(ray.train.UserCallback):
+        """In Train's controller: appends the wall time and rank 0's numbers of every report to a JSON-lines file."""
+
+        def __init__(self, target: str) -> None:
+            self.target = target
+
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            numbers = {k: v for k, v in metrics[0].items() if isinstance(v, (int, float))}
+            with open(self.target, "a") as f:
+                f.write(json.dumps({"t": time.time(), **numbers}) + "\n")
+
+    return Clock(str(path))
+
+
+def noop_loop() -> None:
+    import ray.train
+
+    ray.train.report({"ok": 1})
+
+
+def training_samples(data: Any) -> int:
+    fold = data.folds[0]
+    return int((~np.isnan(data.labels[fold.train]).any(axis=1)).sum())
+
+
+def epoch_throughput(cfg: Any, data: Any) -> float:
+    """Training samples/s of fold 0 between consecutive epochs of ``fit_fold`` (DDP when a process group is up)."""
+    from embedtune.train.loop import fit_fold, trial_seed
+
+    stamps: list[float] = []
+    fit_fold(cfg, data, data.folds[0], trial_seed(cfg), on_epoch=lambda e, s: stamps.append(time.perf_counter()))
+    return training_samples(data) * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def ddp_probe_loop(loop_config: dict[str, Any]) -> None:
+    """In each Ray Train worker: (a) fit_fold's own training throughput, no checkpoints; (b) embedtune's production
+    worker loop on the same fold (an epoch recovery checkpoint per epoch), timed by the controller's clock."""
+    import ray
+    import ray.train
+    import torch
+
+    from embedtune.config import ExperimentConfig
+    from embedtune.train.worker import train_loop_per_worker
+
+    data = ray.get(loop_config["data"][0])
+    sps = epoch_throughput(ExperimentConfig.model_validate(loop_config["probe_config"]), data)
+    ray.train.report({"probe_sps": sps, "torch_threads": torch.get_num_threads()})
+    train_loop_per_worker(loop_config)
+
+
+def child_ddp(spec: dict[str, Any], out: Path) -> None:
+    """A no-op TorchTrainer (worker-group start), then one fold's training with 1 and 2 DDP workers (one fit each),
+    and the same fold in-process without Ray."""
+    import ray
+    import torch
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from embedtune.config import load_config
+    from embedtune.dataset import prepare
+    from embedtune.experiment import load_plugin
+    from embedtune.runtime import ensure_ray
+    from embedtune.train.worker import build_trainer
+
+    tmp = Path(spec["tmp"])
+    done = threading.Event()
+    threading.Thread(target=watchdog, daemon=True, args=(spec["deadline_s"], out, tmp / "none", done)).start()
+    cfg = load_config(spec["config"])  # production epochs
+    probe = cfg.with_overrides({"training.epochs": spec["probe_epochs"]})
+    data = prepare(cfg, spec["config"])
+    data1 = dataclasses.replace(data, folds=data.folds[:1])
+    strategy = load_plugin(cfg)
+    result: dict[str, Any] = {"hung": False, "samples_per_epoch": training_samples(data1),
+                              "probe_epochs": spec["probe_epochs"], "epochs": cfg.training.epochs}
+    torch.set_num_threads(1)  # in-process reference at the thread count of a 1-CPU Ray worker
+    result["inprocess_sps"] = epoch_throughput(probe, data1)
+
+    ensure_ray(cfg)
+    try:
+        clock = tmp / "noop.jsonl"
+        started, t0 = time.time(), time.perf_counter()
+        TorchTrainer(noop_loop, scaling_config=ScalingConfig(num_workers=1),
+                     run_config=RunConfig(name="noop", storage_path=str(tmp / "ray_train"),
+                                          callbacks=[make_clock(clock)])).fit()
+        result["noop_fit_s"] = time.perf_counter() - t0
+        result["noop_start_s"] = json.loads(clock.read_text().splitlines()[0])["t"] - started
+        ref = ray.put(data1)
+        for workers in (1, 2):
+            overrides = {"resources.num_workers": workers, "resources.cpus_per_worker": 1.0}
+            wcfg = cfg.with_overrides(overrides)
+            clock = tmp / f"ddp{workers}.jsonl"
+            loop_config = {"config": wcfg.model_dump(mode="json"), "data": [ref], "strategy": strategy,
+                           "probe_config": probe.with_overrides(overrides).model_dump(mode="json")}
+            # build_trainer's TorchTrainer (same scaling, backend, run config), with the probe as train function
+            built = build_trainer(wcfg, loop_config, str(tmp / "ray_train"), f"ddp{workers}", [make_clock(clock)])
+            trainer = TorchTrainer(ddp_probe_loop, train_loop_config=loop_config, torch_config=built.backend_config,
+                                   scaling_config=built.scaling_config, run_config=built.run_config)
+            t0 = time.perf_counter()
+            trainer.fit()
+            fit_s = time.perf_counter() - t0
+            rows = [json.loads(line) for line in clock.read_text().splitlines()]
+            epoch_t = [r["t"] for r in rows if "epoch" in r]
+            probe_row = next(r for r in rows if "probe_sps" in r)
+            result[f"ddp{workers}"] = {
+                "fit_s": fit_s, "sps": probe_row["probe_sps"], "threads": probe_row["torch_threads"],
+                "checkpointed_sps": training_samples(data1) * (len(epoch_t) - 1) / (epoch_t[-1] - epoch_t[0]),
+            }
+            log(f"DDP {workers} worker(s): {result[f'ddp{workers}']}")
+    finally:
+        ray.shutdown()
+    done.set()
+    out.write_text(json.dumps(result))
+
+
+# ------------------------------------------------------------------------------------ parent side
+
+
+def run_child(kind: str, spec: dict[str, Any], tmp: Path, label: str) -> dict[str, Any]:
+    """Run ``--child kind`` in its own session; its stdout and stderr go to this process's stderr."""
+    out = tmp / f"{label}.json"
+    spec_path = tmp / f"{label}.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", kind, "--spec", str(spec_path),
+                             "--out", str(out)], cwd=ROOT, stdout=sys.stderr.fileno(), stderr=sys.stderr.fileno(),
+                            start_new_session=True)
+    try:
+        proc.wait(timeout=spec["deadline_s"] + 60)  # backstop: the child's own watchdog fires at deadline_s
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if out.exists():
+        return json.loads(out.read_text())
+    raise RuntimeError(f"{label}: child exited {proc.returncode} without a result (see stderr)")
 
 
 @dataclasses.dataclass
 class TuneRun:
     name: str
     n: int
-    wall_s: float  # run_experiment end to end (Ray start, prepare, search, bundle, shutdown)
-    search_s: float  # Tuner.fit() alone
-    trials: list[TrialTiming]
-    table: Any  # the leaderboard table
+    raw: dict[str, Any]
+
+    @property
+    def hung(self) -> bool:
+        return bool(self.raw.get("hung"))
+
+    @property
+    def search_s(self) -> float:
+        return self.raw["search_s"]
 
     @property
     def per_trial_s(self) -> float:
         return self.search_s / self.n
 
     @property
+    def trials(self) -> list[dict[str, Any]]:
+        return self.raw.get("trials", [])
+
+    @property
     def errors(self) -> list[str]:
-        return [t.error for t in self.trials if t.error]
+        return [t["error"] for t in self.trials if t["error"]]
 
     def best_sharpe(self, done_only: bool = True) -> float:
-        t = self.table
-        if t is None or t.empty:
-            return float("nan")
-        rows = t[t["status"] == "done"] if done_only else t
-        return float(rows["sharpe"].max()) if len(rows) else float("nan")
+        pairs = [(st, sh) for st, sh in zip(self.raw.get("status", []), self.raw.get("sharpe", []))
+                 if (st == "done" or not done_only) and np.isfinite(sh)]
+        return max((sh for _, sh in pairs), default=float("nan"))
 
     def stopped(self) -> int:
-        t = self.table
-        return 0 if t is None or t.empty else int((t["status"] == "stopped").sum())
+        return sum(st == "stopped" for st in self.raw.get("status", []))
 
 
-def run_tune(tmp: Path, name: str, n: int, overrides: dict[str, Any]) -> TuneRun:
-    """One ``run_experiment`` on a tiny.yaml copy; the search time and ResultGrid come from wrapping run_search."""
-    import embedtune.experiment as experiment
-
+def run_tune(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadline_s: float) -> TuneRun:
     path = write_config(tmp, name, deep_update({"search": {"num_samples": n}}, overrides))
-    captured: dict[str, Any] = {}
-    original = experiment.run_search
-
-    def timed_search(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        grid = original(*args, **kwargs)
-        captured["search_s"] = time.perf_counter() - started
-        captured["grid"] = grid
-        return grid
-
-    experiment.run_search = timed_search
-    log(f"{name}: {n} trials, overrides {overrides}")
+    log(f"{name}: {n} trials, overrides {overrides}, deadline {deadline_s:.0f} s")
     started = time.perf_counter()
-    try:
-        with stdout_to_stderr():
-            result = experiment.run_experiment(path, output_root=str(tmp / "results"), verbose=False)
-    finally:
-        experiment.run_search = original
-        shutdown_ray()
-    wall = time.perf_counter() - started
-    trials = []
-    for r in sorted(captured["grid"], key=lambda r: r.path or ""):
-        df = r.metrics_dataframe
-        have = df is not None and len(df) and "time_this_iter_s" in df
-        iters = [float(v) for v in df["time_this_iter_s"]] if have else []
-        trials.append(TrialTiming(
-            params=dict(r.config or {}), folds=len(iters),
-            first_fold_s=iters[0] if iters else float("nan"), later_fold_s=iters[1:],
-            total_s=float(df["time_total_s"].iloc[-1]) if have else float("nan"),
-            sharpe=float((r.metrics or {}).get("sharpe", float("nan"))),
-            error=last_line(r.error) if r.error else None,
-        ))
-    log(f"{name}: search {captured['search_s']:.1f} s, wall {wall:.1f} s, errors {sum(t.error is not None for t in trials)}")
-    return TuneRun(name, n, wall, captured["search_s"], trials, result.table)
-
-
-# ---------------------------------------------------------------------------------------------------- sections
+    need = float(deep_update(yaml.safe_load(TINY.read_text()), copy.deepcopy(overrides))["resources"]["cpus_per_worker"])
+    raw = run_child("tune", {"config": str(path), "output_root": str(tmp / "results"), "name": name,
+                             "deadline_s": deadline_s, "need_cpu": need}, tmp, name)
+    run = TuneRun(name, n, raw)
+    if run.hung:
+        log(f"{name}: HUNG after {deadline_s:.0f} s: {raw}")
+    else:
+        log(f"{name}: search {run.search_s:.1f} s, run_experiment {raw['wall_s']:.1f} s, child "
+            f"{time.perf_counter() - started:.1f} s, {len(run.errors)} errored trials")
+    return run
 
 
 def plain_optuna(tmp: Path, n: int) -> dict[str, Any]:
@@ -212,13 +413,12 @@ def plain_optuna(tmp: Path, n: int) -> dict[str, Any]:
         space, key = optuna_space(cfg), objective_key(cfg.objective.targets[0])
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
             seed=cfg.seed, n_startup_trials=cfg.search.n_startup_trials))
-        per_trial, fold_s, params, sharpes = [], [], [], []
+        per_trial, fold_s, params = [], [], []
         for _ in range(n):
             t0 = time.perf_counter()
             trial = study.ask(space)
             tcfg = trial_config(cfg, trial.params)
-            stamps = [time.perf_counter()]
-            reports: list[Any] = []
+            stamps, reports = [time.perf_counter()], []
 
             def report(r: Any) -> None:
                 reports.append(r)
@@ -229,101 +429,10 @@ def plain_optuna(tmp: Path, n: int) -> dict[str, Any]:
             per_trial.append(time.perf_counter() - t0)
             fold_s.append(list(np.diff(stamps)))
             params.append(dict(trial.params))
-            sharpes.append(float(reports[-1].metrics["sharpe"]))
     finally:
         torch.set_num_threads(threads)
     log(f"plain optuna: {sum(per_trial):.1f} s for {n} trials (+{prepare_s:.1f} s prepare)")
-    return {"prepare_s": prepare_s, "per_trial": per_trial, "fold_s": fold_s, "params": params, "sharpes": sharpes}
-
-
-def make_clock(path: Path) -> Any:
-    import ray.train
-
-    class Clock(ray.train.UserCallback):
-        def __init__(self, target: str) -> None:
-            self.target = target
-
-        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-            with open(self.target, "a") as f:
-                f.write(json.dumps({"t": time.time(), **{k: metrics[0].get(k) for k in ("epoch", "fold")}}) + "\n")
-
-    return Clock(str(path))
-
-
-def noop_loop() -> None:
-    import ray.train
-
-    ray.train.report({"ok": 1})
-
-
-def ray_train(tmp: Path, epochs: int) -> dict[str, Any]:
-    """A no-op TorchTrainer (worker-group start/stop), then one fold's training with 1 and 2 DDP workers, and the
-    same fold in-process without Ray."""
-    import ray
-    import torch
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from embedtune.config import load_config
-    from embedtune.dataset import prepare
-    from embedtune.experiment import load_plugin
-    from embedtune.runtime import ensure_ray
-    from embedtune.train.loop import fit_fold, trial_seed
-    from embedtune.train.worker import build_trainer
-
-    out: dict[str, Any] = {}
-    path = write_config(tmp, "ddp", {"training": {"epochs": epochs}})
-    cfg = load_config(path)
-    data = prepare(cfg, str(path))
-    data1 = dataclasses.replace(data, folds=data.folds[:1])
-    fold = data1.folds[0]
-    samples = int((~np.isnan(data.labels[fold.train]).any(axis=1)).sum())
-    out["samples_per_epoch"], out["epochs"] = samples, epochs
-    strategy = load_plugin(cfg)
-
-    # In-process reference: the same fold, same epochs, torch at 1 thread, epoch timestamps from on_epoch.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        stamps: list[float] = []
-        fit_fold(cfg, data1, fold, trial_seed(cfg), on_epoch=lambda e, s: stamps.append(time.perf_counter()))
-        out["inprocess_sps"] = samples * (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    finally:
-        torch.set_num_threads(threads)
-
-    with stdout_to_stderr():
-        ensure_ray(cfg)
-        try:
-            # Worker-group start: fit() start -> the first report of a train function that only reports.
-            clock = tmp / "noop.jsonl"
-            started = time.time()
-            t0 = time.perf_counter()
-            TorchTrainer(noop_loop, scaling_config=ScalingConfig(num_workers=1),
-                         run_config=RunConfig(name="noop", storage_path=str(tmp / "ray_train"),
-                                              callbacks=[make_clock(clock)])).fit()
-            out["noop_fit_s"] = time.perf_counter() - t0
-            first = json.loads(clock.read_text().splitlines()[0])["t"]
-            out["noop_start_s"] = first - started
-            log(f"no-op TorchTrainer.fit(): {out['noop_fit_s']:.1f} s, first report after {out['noop_start_s']:.1f} s")
-
-            ref = ray.put(data1)
-            for workers in (1, 2):
-                wcfg = cfg.with_overrides({"resources.num_workers": workers, "resources.cpus_per_worker": 1.0})
-                clock = tmp / f"ddp{workers}.jsonl"
-                loop_config = {"config": wcfg.model_dump(mode="json"), "data": [ref], "strategy": strategy}
-                trainer = build_trainer(wcfg, loop_config, str(tmp / "ray_train"), f"ddp{workers}",
-                                        [make_clock(clock)])
-                t0 = time.perf_counter()
-                trainer.fit()
-                fit_s = time.perf_counter() - t0
-                rows = [json.loads(line) for line in clock.read_text().splitlines()]
-                epoch_t = [r["t"] for r in rows if r.get("epoch") is not None]
-                sps = samples * (len(epoch_t) - 1) / (epoch_t[-1] - epoch_t[0])
-                out[f"ddp{workers}"] = {"fit_s": fit_s, "sps": sps, "epoch_reports": len(epoch_t)}
-                log(f"DDP {workers} worker(s): {sps:.0f} samples/s, fit {fit_s:.1f} s")
-        finally:
-            shutdown_ray()
-    return out
+    return {"prepare_s": prepare_s, "per_trial": per_trial, "fold_s": fold_s, "params": params}
 
 
 FRESH_PROBE = r"""
@@ -334,14 +443,13 @@ t1 = time.perf_counter()
 import vectorbt
 t2 = time.perf_counter()
 from embedtune.warmup import warm_numba_cache
-t3 = time.perf_counter()
 first = warm_numba_cache()
 second = warm_numba_cache()
-t4 = time.perf_counter()
+t3 = time.perf_counter()
 import embedtune.train.worker, embedtune.tune.runner
-t5 = time.perf_counter()
-print(json.dumps({"import_torch": t1 - t0, "import_vectorbt": t2 - t1, "import_embedtune_backtest": t3 - t2,
-                  "first_backtest": first, "warm_backtest": second, "import_worker_modules": t5 - t4}))
+t4 = time.perf_counter()
+print(json.dumps({"import_torch": t1 - t0, "import_vectorbt": t2 - t1, "first_backtest": first,
+                  "warm_backtest": second, "import_worker_modules": t4 - t3}))
 """
 
 
@@ -351,30 +459,27 @@ def fresh_process(tmp: Path, cold: bool) -> dict[str, Any]:
     env = dict(os.environ)
     if cold:
         env["NUMBA_CACHE_DIR"] = str(tmp / "numba_cold")
-    started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", FRESH_PROBE], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=300)
-    wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}")
+        raise RuntimeError(last_line(proc.stderr) if proc.stderr.strip() else f"exit {proc.returncode}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall"] = wall
-    log(f"fresh process ({'cold' if cold else 'disk cache'}): {result}")
+    log(f"fresh process ({'cold compile' if cold else 'disk cache'}): {result}")
     return result
 
 
-# ---------------------------------------------------------------------------------------------------- report
+# ------------------------------------------------------------------------------------ report
 
 
-def fmt(v: float, digits: int = 1) -> str:
+def fmt(v: float | None, digits: int = 1) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
 
 def table(title: str, header: list[str], rows: list[list[str]], notes: list[str] = ()) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [title, line(header), line(["-" * w for w in widths]), *map(line, rows), *[f"  {n}" for n in notes]]
-    return "\n".join(out) + "\n"
+    return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows),
+                      *[f"  {n}" for n in notes]]) + "\n"
 
 
 def same_params(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
@@ -382,9 +487,9 @@ def same_params(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
     return len({key(p) for p in a} & {key(p) for p in b})
 
 
-def mean(values: list[float]) -> float:
-    values = [v for v in values if np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
+def mean(values: list[float | None]) -> float:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def guarded(results: dict[str, Any], key: str, fn: Callable[[], Any]) -> None:
@@ -393,190 +498,250 @@ def guarded(results: dict[str, Any], key: str, fn: Callable[[], Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others' numbers
         traceback.print_exc()
         results[key] = exc
-        shutdown_ray()
 
 
-def ok(results: dict[str, Any], *keys: str) -> bool:
-    return all(k in results and not isinstance(results[k], Exception) for k in keys)
+def usable(results: dict[str, Any], *keys: str) -> bool:
+    """Present, not an exception, not hung, no errored trials."""
+    for k in keys:
+        v = results.get(k)
+        if v is None or isinstance(v, Exception) or (isinstance(v, TuneRun) and (v.hung or v.errors)):
+            return False
+    return True
 
 
-def failure(results: dict[str, Any], key: str) -> str:
-    value = results.get(key)
-    return f"FAILED: {type(value).__name__}: {last_line(value)}" if isinstance(value, Exception) else "not run"
+def why(results: dict[str, Any], key: str) -> str:
+    v = results.get(key)
+    if v is None:
+        return "not run"
+    if isinstance(v, Exception):
+        return f"FAILED: {type(v).__name__}: {last_line(v)}"
+    if isinstance(v, TuneRun) and v.hung:
+        seen = v.raw.get("trials_seen", [])
+        return (f"HUNG: no end after {v.raw['after_s']:.0f} s ({len(seen)} trials started, "
+                f"{sum(t['folds'] == 3 for t in seen)} reached fold 3)")
+    if isinstance(v, TuneRun) and v.errors:
+        return f"FAILED: {len(v.errors)}/{v.n} trials errored"
+    return "n/a"
+
+
+def hang_note(run: TuneRun) -> list[str]:
+    r = run.raw
+    return [f"{run.name} hung: Ray CPU free {fmt(r.get('cpu_free'), 2)} of {fmt(r.get('cpu_total'), 0)}; CREATED "
+            f"placement groups (CPU each) {r.get('placement_groups_cpu')}; Train worker-group start timeouts "
+            f"(retried forever) {r.get('worker_group_start_timeouts')}; Train PlacementGroupCleaner monitors dead: "
+            f"{r.get('cleaner_monitor_died')} ({r.get('cleaner_error', '-')})"]
 
 
 def report(results: dict[str, Any], n: int) -> str:
     parts = []
     plain, serial, local = results.get("plain"), results.get("serial"), results.get("local")
 
-    # 1. overhead
-    rows = []
-    if ok(results, "plain"):
+    # 1. overhead ---------------------------------------------------------------------------------------------
+    rows, notes = [], [f"N = {n} trials, serial (max_concurrent 1); s/trial = Tuner.fit() (or the ask/run_folds/tell "
+                           "loop) / N; data preparation is paid once by both and excluded"]
+    if usable(results, "plain"):
         p = sum(plain["per_trial"]) / n
         rows.append(["plain Optuna loop, in-process run_folds (baseline)", fmt(p), "1.00x", "-", "-"])
-    for key, label in (("serial", "Tune+Optuna, TorchTrainer 1 worker"),
-                       ("local", "Tune+Optuna, num_workers 0 (Train local mode)")):
-        run = results.get(key)
-        if not ok(results, key, "plain"):
-            rows.append([label, failure(results, key) if not ok(results, key) else "n/a", "", "", ""])
-            continue
-        p = sum(plain["per_trial"]) / n
-        if run.errors:
-            rows.append([label, f"{fmt(run.per_trial_s)} (all {len(run.errors)}/{n} trials FAILED)", "", "", ""])
-            continue
-        over = run.per_trial_s / p - 1
-        rows.append([label, fmt(run.per_trial_s), f"{run.per_trial_s / p:.2f}x", f"{over * 100:+.0f}%",
-                     "yes" if over <= OVERHEAD_GOAL else "NO"])
-    notes = [f"N = {n} trials, serial (max_concurrent 1), tiny.yaml: 3 folds, 1 epoch, TPE seed 3; per trial = "
-             "Tuner.fit() or the ask/run_folds/tell loop / N (prepare is paid once by both and excluded)"]
-    if ok(results, "plain", "serial"):
-        notes.append(f"same TPE params sampled by both: {same_params(plain['params'], [t.params for t in serial.trials])}"
-                     f"/{n}; run_experiment end to end: {fmt(serial.wall_s / n)} s/trial vs plain "
-                     f"{fmt((plain['prepare_s'] + sum(plain['per_trial'])) / n)} s/trial incl. prepare")
-    if ok(results, "local") and local.errors:
-        notes.append(f"num_workers 0 fails in every trial: {local.errors[0]}")
-        notes.append("  (Train V2 local mode runs train_loop_per_worker inside the Tune trial function, where "
-                     "worker.py's ray.train.get_checkpoint() raises; it would need ray.tune.get_checkpoint there)")
+        for key, label in (("serial", "Tune+Optuna, TorchTrainer 1 worker"),
+                           ("local", "Tune+Optuna, num_workers 0 (Train local mode)")):
+            run = results.get(key)
+            if not usable(results, key):
+                rows.append([label, why(results, key), "", "", ""])
+                continue
+            over = run.per_trial_s / p - 1
+            rows.append([label, fmt(run.per_trial_s), f"{run.per_trial_s / p:.2f}x", f"{over:+.0%}",
+                         "yes" if over <= OVERHEAD_GOAL else "NO"])
+    else:
+        rows.append(["plain Optuna loop", why(results, "plain"), "", "", ""])
+    if usable(results, "plain", "serial"):
+        notes.append(f"same TPE params in both: {same_params(plain['params'], [t['params'] for t in serial.trials])}/{n};"
+                     f" end to end (Ray start, prepare, bundle): run_experiment {fmt(serial.raw['wall_s'] / n)} s/trial "
+                     f"vs plain {fmt((plain['prepare_s'] + sum(plain['per_trial'])) / n)} s/trial")
+    if isinstance(local, TuneRun) and local.errors:
+        notes.append(f"num_workers 0: every trial fails: {local.errors[0][:160]}")
+        notes.append("  Train V2 local mode runs train_loop_per_worker inside the Tune trial function, where "
+                     "worker.py's ray.train.get_checkpoint() raises (needs ray.tune.get_checkpoint there)")
     parts.append(table("1. Ray Tune + Optuna overhead vs a plain in-process Optuna loop (serial)",
                        ["variant", "s/trial", "vs plain", "overhead", f"<= {OVERHEAD_GOAL:.0%}"], rows, notes))
 
-    # 2. concurrency
+    # 2. concurrency ------------------------------------------------------------------------------------------
     rows = []
-    conc = results.get("fifo2")
-    if ok(results, "serial", "fifo2"):
-        speed = serial.search_s / conc.search_s
+    if usable(results, "serial"):
         rows.append(["serial, max_concurrent 1 (baseline)", fmt(serial.search_s), fmt(serial.per_trial_s), "1.00x", "-"])
-        rows.append(["2 concurrent (batched), 2 cores", fmt(conc.search_s), fmt(conc.per_trial_s), f"{speed:.2f}x",
-                     "yes" if speed >= SPEEDUP_GOAL else "NO"])
+        for key, label in (("fifo2_asis", "2 concurrent, cpus_per_worker 1 (tiny.yaml)"),
+                           ("fifo2", f"2 concurrent, cpus_per_worker {FITS}")):
+            if key not in results:
+                continue
+            if not usable(results, key):
+                rows.append([label, why(results, key), "", "", ""])
+                continue
+            run = results[key]
+            speed = serial.search_s / run.search_s
+            rows.append([label, fmt(run.search_s), fmt(run.per_trial_s), f"{speed:.2f}x",
+                         "yes" if speed >= SPEEDUP_GOAL else "NO"])
     else:
-        rows.append(["2 concurrent", failure(results, "fifo2" if not ok(results, "fifo2") else "serial"), "", "", ""])
-    parts.append(table("2. 2 concurrent trials on 2 cores vs serial (same N, Tuner.fit() wall)",
+        rows.append(["serial", why(results, "serial"), "", "", ""])
+    parts.append(table("2. 2 concurrent trials (batched) on 2 cores vs serial, same N, Tuner.fit() wall",
                        ["variant", "search s", "s/trial", "speedup", f">= {SPEEDUP_GOAL}x"], rows,
-                       [f"N = {n}; each trial holds 0.01 CPU, its TorchTrainer worker 1 CPU"]))
+                       [f"N = {n}; each trial holds 0.01 CPU: with 1-CPU workers 2 x 1.01 > 2 CPUs, so the second "
+                        f"trial's worker group waits for the first; with {FITS} both fit"]))
 
-    # 3. DDP
-    rows = []
-    if ok(results, "ddp"):
-        d = results["ddp"]
-        base = d["ddp1"]["sps"]
-        rows.append(["in-process fit_fold, no Ray, 1 thread", fmt(d["inprocess_sps"], 0),
-                     f"{d['inprocess_sps'] / base:.2f}x", "-"])
-        rows.append(["Ray Train, 1 worker x 1 CPU (baseline)", fmt(base, 0), "1.00x", fmt(d["ddp1"]["fit_s"])])
-        rows.append(["Ray Train DDP, 2 workers x 1 CPU (gloo)", fmt(d["ddp2"]["sps"], 0),
-                     f"{d['ddp2']['sps'] / base:.2f}x", fmt(d["ddp2"]["fit_s"])])
-        notes = [f"one fold, {d['samples_per_epoch']} training windows/epoch, batch 128, {d['epochs']} epochs; samples/s "
-                 "between consecutive epoch reports (epoch + its recovery checkpoint), global samples"]
+    # 3. DDP --------------------------------------------------------------------------------------------------
+    rows, notes = [], []
+    ddp = results.get("ddp")
+    if usable(results, "ddp") and not ddp.get("hung"):
+        base, base_ckpt = ddp["ddp1"]["sps"], ddp["ddp1"]["checkpointed_sps"]
+        rows.append(["fit_fold in-process, no Ray, 1 thread", fmt(ddp["inprocess_sps"], 0),
+                     f"{ddp['inprocess_sps'] / base:.2f}x", "", "", ""])
+        rows.append(["Ray Train, 1 worker x 1 CPU (baseline)", fmt(base, 0), "1.00x", fmt(base_ckpt, 0), "1.00x",
+                     fmt(ddp["ddp1"]["fit_s"])])
+        rows.append(["Ray Train DDP, 2 workers x 1 CPU, gloo", fmt(ddp["ddp2"]["sps"], 0),
+                     f"{ddp['ddp2']['sps'] / base:.2f}x", fmt(ddp["ddp2"]["checkpointed_sps"], 0),
+                     f"{ddp['ddp2']['checkpointed_sps'] / base_ckpt:.2f}x", fmt(ddp["ddp2"]["fit_s"])])
+        notes.append(f"fold 0: {ddp['samples_per_epoch']} training windows/epoch, global batch 128 (64 per rank); "
+                     f"training = fit_fold in the worker, {ddp['probe_epochs']} epochs, samples/s between epochs; "
+                     f"+ checkpoints = embedtune's worker loop, {ddp['epochs']} epochs, a recovery checkpoint and "
+                     f"ray.train.report per epoch (times from Train's controller); torch threads per worker "
+                     f"{ddp['ddp1']['threads']}/{ddp['ddp2']['threads']}")
+        notes.append(f"with checkpoints an epoch takes {fmt(ddp['samples_per_epoch'] / base_ckpt, 2)} s whatever the "
+                     "worker count: Train V2 takes one report per controller poll (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, "
+                     "default 2 s; the worker's result queue holds 1), so ray.train.report blocks until the next poll")
     else:
-        notes = [failure(results, "ddp")]
+        rows.append(["DDP", "HUNG" if isinstance(ddp, dict) and ddp.get("hung") else why(results, "ddp"),
+                     "", "", "", ""])
     parts.append(table("3. 2-worker DDP vs 1 worker: one fold's training throughput through Ray Train",
-                       ["variant", "samples/s", "vs 1 worker", "fit() s"], rows, notes))
+                       ["variant", "training samples/s", "vs 1 worker", "+ checkpoints samples/s", "vs 1 worker",
+                        "fit() s"], rows, notes))
 
-    # 4. ASHA
-    rows = []
+    # 4. ASHA -------------------------------------------------------------------------------------------------
+    rows, notes = [], [f"N = {n} trials each, 2 at a time, cpus_per_worker {FITS}, rung = fold (max_t 3); best "
+                       "Sharpe over trials that ran all 3 folds"]
     for key, label in (("fifo2", "FIFO (baseline)"), ("asha2", "ASHA grace 1, reduction 2")):
-        if not ok(results, key):
-            rows.append([label, failure(results, key), "", "", "", ""])
+        if not usable(results, key):
+            rows.append([label, why(results, key), "", "", "", ""])
             continue
         run = results[key]
-        folds = sum(t.folds for t in run.trials)
-        rows.append([label, fmt(run.search_s), fmt(3600 * n / run.search_s, 0), str(run.stopped()), str(folds),
-                     fmt(run.best_sharpe(), 3)])
-    notes = [f"N = {n} trials each, 2 at a time, rung = fold (max_t 3); best Sharpe over trials that ran all folds"]
-    if ok(results, "fifo2", "asha2"):
+        rows.append([label, fmt(run.search_s), fmt(3600 * n / run.search_s, 0), str(run.stopped()),
+                     str(sum(t["folds"] for t in run.trials)), fmt(run.best_sharpe(), 3)])
+    if usable(results, "fifo2", "asha2"):
         a, f = results["asha2"], results["fifo2"]
-        notes.append(f"ASHA/FIFO trials per hour: {f.search_s / a.search_s:.2f}x; best Sharpe incl. stopped trials "
-                     f"(partial folds): {fmt(a.best_sharpe(False), 3)} vs {fmt(f.best_sharpe(False), 3)}")
+        notes.append(f"ASHA/FIFO trials per hour {f.search_s / a.search_s:.2f}x; best Sharpe incl. stopped trials "
+                     f"(fewer folds): ASHA {fmt(a.best_sharpe(False), 3)}, FIFO {fmt(f.best_sharpe(False), 3)}")
+    for key in ("asha2", "fifo2", "fifo2_asis", "serial"):
+        run = results.get(key)
+        if isinstance(run, TuneRun) and run.hung:
+            notes.extend(hang_note(run))
     parts.append(table("4. ASHA vs FIFO, same budget of N trials",
                        ["scheduler", "search s", "trials/h", "stopped early", "folds run", "best Sharpe"], rows, notes))
 
-    # 5. breakdown
+    # 5. breakdown --------------------------------------------------------------------------------------------
     rows, notes = [], []
-    if ok(results, "serial") and not serial.errors:
+    if usable(results, "serial"):
         ts = serial.trials
-        first, later = mean([t.first_fold_s for t in ts]), mean([x for t in ts for x in t.later_fold_s])
+        first, later = mean([t["first_fold_s"] for t in ts]), mean([x for t in ts for x in t["later_fold_s"]])
         per = serial.per_trial_s
-        tune_gap = per - mean([t.total_s for t in ts])
-        start = first - later
-        compute = later * 3
-        rows.append(["Tune per trial: actor start/stop, Train shutdown, scheduling", fmt(tune_gap), f"{tune_gap / per:.0%}"])
-        rows.append(["trial start -> 1st fold report, less one fold's compute", fmt(start), f"{start / per:.0%}"])
-        if ok(results, "ddp"):
+        tune_gap, start, folds = per - mean([t["total_s"] for t in ts]), first - later, later * 3
+        rows.append(["Tune: trial actor start/stop, Train shutdown, scheduling", fmt(tune_gap), f"{tune_gap / per:.0%}"])
+        rows.append(["trial start -> 1st fold report, less one fold", fmt(start), f"{start / per:.0%}"])
+        if usable(results, "ddp") and "noop_start_s" in results["ddp"]:
             rows.append(["  of which Ray Train worker group up (no-op TorchTrainer)",
                          fmt(results["ddp"]["noop_start_s"]), ""])
-        if ok(results, "fresh"):
+        if usable(results, "fresh"):
             fr = results["fresh"]
-            rows.append(["  of which imports torch + vectorbt (fresh process)",
-                         fmt(fr["import_torch"] + fr["import_vectorbt"]), ""])
+            rows.append(["  of which import torch + vectorbt + ray.train (fresh process)",
+                         fmt(fr["import_torch"] + fr["import_vectorbt"] + fr["import_worker_modules"]), ""])
             rows.append(["  of which numba disk-cache load (1st backtest)", fmt(fr["first_backtest"], 2), ""])
-        rows.append(["fold compute (train + backtest) x 3 folds, in the worker", fmt(compute), f"{compute / per:.0%}"])
+        rows.append(["3 folds in the worker (compute + checkpoint + report)", fmt(folds), f"{folds / per:.0%}"])
+        if usable(results, "plain"):
+            pf = [x for fold_s in plain["fold_s"] for x in fold_s]
+            compute = mean(pf[1:]) * 3
+            rows.append(["  of which compute: train + backtest (in-process timing)", fmt(compute, 2), ""])
+            rows.append(["  of which fold checkpoint + ray.train.report (1 per 2-s poll)", fmt(folds - compute), ""])
+            notes.append(f"plain loop's very first fold (numba cache load, torch warm-up: once per process) "
+                         f"{fmt(pf[0], 2)} s vs {fmt(mean(pf[1:]), 2)} s per later fold")
         rows.append(["total per trial (serial Tuner.fit() / N)", fmt(per), "100%"])
-        if ok(results, "plain"):
-            pf = [x for folds in plain["fold_s"] for x in folds]
-            rows.append(["plain loop: fold compute x 3, in-process (reused process)", fmt(mean(pf[1:]) * 3), ""])
-            notes.append(f"first trial's first fold in-process (pays numba cache load + torch warm-up once per "
-                         f"process): {fmt(pf[0], 2)} s vs {fmt(mean(pf[1:]), 2)} s per later fold")
-        notes.append(f"1st-fold report {fmt(first)} s vs {fmt(later, 2)} s per later fold in the same worker: every "
-                     "trial pays the start-up once, a reused process pays it once per study")
-        if ok(results, "ddp"):
-            notes.append(f"no-op TorchTrainer.fit() end to end: {fmt(results['ddp']['noop_fit_s'])} s")
+        notes.append(f"Tune: 1st fold reported {fmt(first)} s after trial start vs {fmt(later, 2)} s per later fold "
+                     "in the same worker: every trial pays the start-up; a reused process pays it once per study")
+        if usable(results, "ddp") and "noop_fit_s" in results["ddp"]:
+            notes.append(f"no-op TorchTrainer.fit() end to end (start + shutdown): {fmt(results['ddp']['noop_fit_s'])} s")
     else:
-        rows.append(["serial run", failure(results, "serial"), ""])
+        rows.append(["serial run", why(results, "serial"), ""])
     parts.append(table("5. Per-trial overhead breakdown (serial, TorchTrainer 1 worker)",
                        ["phase", "s/trial", "share"], rows, notes))
 
     rows = []
-    if ok(results, "fresh"):
+    if usable(results, "fresh"):
         fr = results["fresh"]
-        rows.append(["import vectorbt (fresh process)", fmt(fr["import_vectorbt"], 2), ""])
         rows.append(["import torch (fresh process)", fmt(fr["import_torch"], 2), ""])
-        rows.append(["import embedtune worker + runner modules (after the above)", fmt(fr["import_worker_modules"], 2), ""])
+        rows.append(["import vectorbt (fresh process, after torch)", fmt(fr["import_vectorbt"], 2), ""])
+        rows.append(["import embedtune worker + runner (ray.train, ray.tune)", fmt(fr["import_worker_modules"], 2), ""])
         rows.append(["1st backtest, fresh process, numba on-disk cache hit", fmt(fr["first_backtest"], 3),
                      f"{fr['first_backtest'] / fr['warm_backtest']:.1f}x warm"])
         rows.append(["same backtest again, warm process (baseline)", fmt(fr["warm_backtest"], 3), "1.0x"])
-        if ok(results, "cold"):
+        if usable(results, "cold"):
             c = results["cold"]
-            rows.append(["1st backtest, fresh process, empty NUMBA_CACHE_DIR (cold compile)",
-                         fmt(c["first_backtest"], 2), f"{c['first_backtest'] / fr['first_backtest']:.0f}x cache hit"])
-        elif "cold" in results:
-            rows.append(["cold compile", failure(results, "cold"), ""])
+            rows.append(["1st backtest, fresh process, empty NUMBA_CACHE_DIR (cold compile)", fmt(c["first_backtest"], 2),
+                         f"{c['first_backtest'] / fr['first_backtest']:.0f}x the cache hit"])
         else:
-            rows.append(["cold compile", "skipped (--quick)", ""])
+            rows.append(["cold compile (empty NUMBA_CACHE_DIR)", "not run (--cold)" if "cold" not in results
+                         else why(results, "cold"), ""])
     else:
-        rows.append(["fresh process", failure(results, "fresh"), ""])
+        rows.append(["fresh process", why(results, "fresh"), ""])
     parts.append(table("5b. numba on-disk cache: vectorbt's first backtest, fresh vs warm process",
                        ["step", "seconds", "ratio"], rows,
-                       ["embedtune.warmup.warm_numba_cache() (64-bar portfolio + metrics), as in every trial's first fold"]))
+                       ["embedtune.warmup.warm_numba_cache() (64-bar portfolio + metrics), as in each trial's 1st fold"]))
     return "\n".join(parts)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N=2, fewer epochs, no cold-compile probe")
-    parser.add_argument("--n", type=int, default=None, help="trials per search (default 4, --quick 2)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer DDP epochs, no as-is (cpus_per_worker 1) concurrency run")
+    parser.add_argument("--n", type=int, default=2,
+                        help="trials per search (default 2: ~10 min here; 4 takes ~15 min)")
+    parser.add_argument("--cold", action="store_true", help="also time a cold numba compile (~50 s here)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, results, Ray storage)")
+    parser.add_argument("--child", choices=["tune", "ddp"], help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    n = args.n or (2 if args.quick else 4)
-    epochs = 6 if args.quick else 12
+    if args.child:
+        spec = json.loads(Path(args.spec).read_text())
+        (child_tune if args.child == "tune" else child_ddp)(spec, Path(args.out))
+        return 0
+
+    n = args.n
     tmp = Path(tempfile.mkdtemp(prefix="embedtune-bench-tuning-"))
     log(f"N = {n}, temp dir {tmp}")
     started = time.perf_counter()
     results: dict[str, Any] = {}
+    deadline = 90.0 + 60.0 * n  # generous: ~40 s per serial trial on this machine; a hang costs this much
     try:
         guarded(results, "fresh", lambda: fresh_process(tmp, cold=False))
-        if not args.quick:
+        if args.cold:
             guarded(results, "cold", lambda: fresh_process(tmp, cold=True))
         guarded(results, "plain", lambda: plain_optuna(tmp, n))
         serial = {"search": {"max_concurrent": 1}}
-        guarded(results, "serial", lambda: run_tune(tmp, "serial", n, serial))
-        guarded(results, "local", lambda: run_tune(tmp, "local", n, {**serial, "resources": {"num_workers": 0}}))
+        guarded(results, "serial", lambda: run_tune(tmp, "serial", n, serial, deadline))
+        local = deep_update({"resources": {"num_workers": 0}}, copy.deepcopy(serial))
+        guarded(results, "local", lambda: run_tune(tmp, "local", 1, local, deadline))  # 1 trial shows a failure
+        if usable(results, "local") and n > 1:
+            guarded(results, "local", lambda: run_tune(tmp, "local", n, local, deadline))
         two = {"search": {"max_concurrent": 2}}
-        guarded(results, "fifo2", lambda: run_tune(tmp, "fifo2", n, two))
-        asha = {"search": {"max_concurrent": 2,
-                           "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}}}
-        guarded(results, "asha2", lambda: run_tune(tmp, "asha2", n, asha))
-        guarded(results, "ddp", lambda: ray_train(tmp, epochs))
+        if not args.quick:
+            guarded(results, "fifo2_asis", lambda: run_tune(tmp, "fifo2_asis", n, two, deadline))
+        fits = deep_update({"resources": {"cpus_per_worker": FITS}}, two)
+        guarded(results, "fifo2", lambda: run_tune(tmp, "fifo2", n, fits, deadline))
+        fifo = results.get("fifo2")
+        asha_deadline = max(120.0, 2.0 * fifo.search_s) if usable(results, "fifo2") else deadline
+        asha = deep_update({"search": {"scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}}},
+                           copy.deepcopy(fits))
+        guarded(results, "asha2", lambda: run_tune(tmp, "asha2", n, asha, asha_deadline))
+        ddp_config = write_config(tmp, "ddp", {"training": {"epochs": 4 if args.quick else 6}})
+        guarded(results, "ddp", lambda: run_child("ddp", {"config": str(ddp_config), "tmp": str(tmp),
+                                                          "probe_epochs": 20 if args.quick else 40,
+                                                          "deadline_s": 300.0}, tmp, "ddp"))
     finally:
-        shutdown_ray()
         if args.keep:
             log(f"kept {tmp}")
         else:

@@ -82,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return dispatch(build_parser().parse_args(argv))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
         return int(args.func(args))
     except EmbedtuneError as err:

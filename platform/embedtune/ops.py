@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
-from embedtune.errors import EXIT_USER_ERROR, DataError, EmbedtuneError
+from embedtune.leaderboard.chart import equity_curves
+from embedtune.errors import DataError, EmbedtuneError
 
 if TYPE_CHECKING:
     from embedtune.config import ExperimentConfig
@@ -232,23 +233,7 @@ def write_backtest(output_dir: Path, cfg: ExperimentConfig, market: MarketData, 
 
 
 def equity_png(frame: pd.DataFrame, path: Path, title: str, synthetic: bool) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
-    ax.plot(frame.index, frame["equity"], lw=1.2, label="strategy")
-    ax.plot(frame.index, frame["benchmark_equity"], color="black", lw=1.0, ls="--", label="buy and hold")
-    ax.set_ylabel("equity (start = 1, after fees and slippage)")
-    ax.set_title(title + ("  [SYNTHETIC DATA]" if synthetic else ""), color="crimson" if synthetic else "black")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return equity_curves([("strategy", frame["equity"])], frame["benchmark_equity"], path, title, synthetic)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -304,16 +289,11 @@ def add_ops_parsers(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``train``/``backtest`` alone, for the job scripts; the same one-line errors and exit 2 as ``embedtune``."""
+    from embedtune.cli import dispatch
+
     parser = argparse.ArgumentParser(prog="embedtune")
     add_ops_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except EmbedtuneError as err:
-        print(f"embedtune: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        return 130
+    return dispatch(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
