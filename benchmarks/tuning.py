@@ -1,29 +1,33 @@
 """Tuning benchmarks: what Ray Tune + Optuna + Ray Train cost per trial, and what concurrency, DDP and ASHA buy.
 
-Run: ``.venv/bin/python benchmarks/tuning.py [--quick] [--n N] [--keep]``. Prints one table per question, each a
-ratio against a named alternative, on one objective: the trial of ``tests/configs/tiny.yaml`` (train + backtest its 3
-walk-forward folds on the bundled GOOG bars), searched by seeded TPE over its two-parameter space.
+Run: ``.venv/bin/python benchmarks/tuning.py [--n N] [--quick] [--cold] [--keep]`` (default N=2, ~10 min on the
+2-core machine; ``--n 4`` ~15 min). Prints one table per question, each a ratio against a named alternative, on one
+objective: the trial of ``tests/configs/tiny.yaml`` (train + backtest its 3 walk-forward folds on the bundled GOOG
+bars), searched by seeded TPE over its two-parameter space.
 
 1. Overhead: N trials through ``run_experiment`` (Tune + Optuna, one ``TorchTrainer`` per trial, serial) against a
    plain in-process loop, ``optuna.create_study(sampler=TPESampler(seed, n_startup_trials))`` asking the same space
    and calling ``run_folds`` with the sampled params (torch at 1 thread, as a 1-CPU Ray worker). Also Ray Train's
-   local mode (``resources.num_workers: 0``), with what fails if it fails.
+   local mode (``resources.num_workers: 0``): one trial first, N only if it works, and what fails if it fails.
 2. Concurrency: the same N trials with ``search.max_concurrent: 2`` (batched) against serial, with tiny.yaml's
-   ``cpus_per_worker: 1`` (2 x 1 + 2 x 0.01 trial CPUs > 2: the second worker waits) and with 0.99 (both fit).
-3. DDP: one fold's training through Ray Train with 2 workers x 1 CPU against 1 worker (and in-process, no Ray),
-   samples/s from the timestamps of the per-epoch reports (an epoch plus its recovery checkpoint), read by a
-   ``ray.train.UserCallback`` in Train's controller.
+   ``cpus_per_worker: 1`` (2 x 1 + 2 x 0.01 trial CPUs > 2: the second worker group waits; skipped by
+   ``--quick``) and with 0.99 (both fit).
+3. DDP: fold 0's training with 2 workers x 1 CPU (gloo) against 1 worker and against ``fit_fold`` in-process, from
+   one ``TorchTrainer.fit()`` per worker count running (a) ``fit_fold`` alone, samples/s between its epochs, then
+   (b) embedtune's ``train_loop_per_worker`` (a recovery checkpoint and report per epoch), samples/s from the
+   report times seen by a ``ray.train.UserCallback`` in Train's controller.
 4. ASHA (grace 1, reduction 2, rung = fold) against FIFO, both 2 at a time at ``cpus_per_worker: 0.99``, same N:
    trials/hour, best Sharpe, trials stopped early.
-5. Per-trial overhead breakdown from Tune's per-fold timings of the serial run and a no-op ``TorchTrainer.fit()``,
-   and fresh-process probes of the imports and of numba's on-disk cache (vectorbt's first backtest) against a warm
-   process and, without ``--quick``, against a cold compile (empty ``NUMBA_CACHE_DIR``).
+5. Per-trial overhead breakdown from Tune's per-fold timings of the serial run, the in-process fold time and a
+   no-op ``TorchTrainer.fit()``; fresh-process probes of the imports and of numba's on-disk cache (vectorbt's first
+   backtest) against a warm process and, with ``--cold``, against a cold compile (empty ``NUMBA_CACHE_DIR``).
 
-Every Ray run is a child process of this script (``--child``; its output goes to stderr), started in its own
-session: ``run_experiment`` starts and shuts down its own local Ray there, and a watchdog in the child, past a
-deadline, writes what Ray holds (free CPU, placement groups, why Train's placement-group cleaner died) and kills the
-child's process group, so a hung search is reported instead of blocking the run. Search and per-trial timings come
-from wrapping ``embedtune.experiment.run_search`` in the child (it keeps Tune's ``ResultGrid``); wall times use
+Every Ray run is a child process of this script (``--child``; its output goes to stderr) in its own session:
+``run_experiment`` starts and shuts down its own local Ray there. A watchdog in the child stops it at a deadline, or
+as soon as Ray is deadlocked (a Train worker placement group outliving its controller, too little CPU left for the
+next worker group, Train retrying its start), writes what Ray holds and why, and kills the child's process group, so
+a hung search is reported instead of blocking the run. Search and per-trial timings come from wrapping
+``embedtune.experiment.run_search`` in the child (it keeps Tune's ``ResultGrid``); wall times use
 ``time.perf_counter``. Everything is written under one temp dir, removed at the end unless ``--keep``. The machine
 is shared: one run, no repeats, so read the ratios, not the third digit.
 """
@@ -342,6 +346,7 @@ class TuneRun:
     name: str
     n: int
     raw: dict[str, Any]
+    retried: str | None = None  # the error of a first attempt whose trials all failed
 
     @property
     def hung(self) -> bool:
@@ -372,7 +377,20 @@ class TuneRun:
         return sum(st == "stopped" for st in self.raw.get("status", []))
 
 
-def run_tune(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadline_s: float) -> TuneRun:
+def run_tune(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadline_s: float,
+             retry: bool = True) -> TuneRun:
+    """One experiment in a child; once more if every trial errored (another user's ``ray stop`` or OOM killer can
+    take a raylet down on this shared machine), saying so."""
+    run = run_tune_once(tmp, name, n, overrides, deadline_s)
+    if retry and run.errors and len(run.errors) == len(run.trials):
+        log(f"{name}: every trial errored ({run.errors[0][:200]}); running it once more")
+        first = run.errors[0]
+        run = run_tune_once(tmp, f"{name}-retry", n, overrides, deadline_s)
+        run.name, run.retried = name, first
+    return run
+
+
+def run_tune_once(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadline_s: float) -> TuneRun:
     path = write_config(tmp, name, deep_update({"search": {"num_samples": n}}, overrides))
     log(f"{name}: {n} trials, overrides {overrides}, deadline {deadline_s:.0f} s")
     started = time.perf_counter()
@@ -520,16 +538,19 @@ def why(results: dict[str, Any], key: str) -> str:
         return (f"HUNG: no end after {v.raw['after_s']:.0f} s ({len(seen)} trials started, "
                 f"{sum(t['folds'] == 3 for t in seen)} reached fold 3)")
     if isinstance(v, TuneRun) and v.errors:
-        return f"FAILED: {len(v.errors)}/{v.n} trials errored"
+        return f"FAILED: {len(v.errors)}/{v.n} trials errored: {v.errors[0][:90]}"
     return "n/a"
 
 
 def hang_note(run: TuneRun) -> list[str]:
     r = run.raw
-    return [f"{run.name} hung: Ray CPU free {fmt(r.get('cpu_free'), 2)} of {fmt(r.get('cpu_total'), 0)}; CREATED "
-            f"placement groups (CPU each) {r.get('placement_groups_cpu')}; Train worker-group start timeouts "
-            f"(retried forever) {r.get('worker_group_start_timeouts')}; Train PlacementGroupCleaner monitors dead: "
-            f"{r.get('cleaner_monitor_died')} ({r.get('cleaner_error', '-')})"]
+    return [f"{run.name} {'deadlocked' if r.get('deadlock') else 'hung'}: Ray CPU free {fmt(r.get('cpu_free'), 2)} of "
+            f"{fmt(r.get('cpu_total'), 0)}; CREATED placement groups (CPU each) {r.get('placement_groups_cpu')}, "
+            f"{r.get('leaked_worker_pgs')} Train worker group(s) without a live controller; worker-group start "
+            f"timeouts (Train retries forever) {r.get('worker_group_start_timeouts')}",
+            f"  a scheduler STOP kills the trial actor inside TorchTrainer.fit(); Train's PlacementGroupCleaner should "
+            f"then free the worker placement group, but {r.get('cleaner_monitor_died')} cleaner monitor(s) died: "
+            f"{r.get('cleaner_error', '-')[:150]}"]
 
 
 def report(results: dict[str, Any], n: int) -> str:
@@ -567,24 +588,28 @@ def report(results: dict[str, Any], n: int) -> str:
     # 2. concurrency ------------------------------------------------------------------------------------------
     rows = []
     if usable(results, "serial"):
-        rows.append(["serial, max_concurrent 1 (baseline)", fmt(serial.search_s), fmt(serial.per_trial_s), "1.00x", "-"])
+        rows.append(["serial, max_concurrent 1 (baseline)", str(n), fmt(serial.search_s), fmt(serial.per_trial_s),
+                     "1.00x", "-"])
         for key, label in (("fifo2_asis", "2 concurrent, cpus_per_worker 1 (tiny.yaml)"),
                            ("fifo2", f"2 concurrent, cpus_per_worker {FITS}")):
             if key not in results:
                 continue
             if not usable(results, key):
-                rows.append([label, why(results, key), "", "", ""])
+                rows.append([label, "", why(results, key), "", "", ""])
                 continue
             run = results[key]
-            speed = serial.search_s / run.search_s
-            rows.append([label, fmt(run.search_s), fmt(run.per_trial_s), f"{speed:.2f}x",
+            speed = serial.per_trial_s / run.per_trial_s
+            rows.append([label, str(run.n), fmt(run.search_s), fmt(run.per_trial_s), f"{speed:.2f}x",
                          "yes" if speed >= SPEEDUP_GOAL else "NO"])
     else:
-        rows.append(["serial", why(results, "serial"), "", "", ""])
-    parts.append(table("2. 2 concurrent trials (batched) on 2 cores vs serial, same N, Tuner.fit() wall",
-                       ["variant", "search s", "s/trial", "speedup", f">= {SPEEDUP_GOAL}x"], rows,
-                       [f"N = {n}; each trial holds 0.01 CPU: with 1-CPU workers 2 x 1.01 > 2 CPUs, so the second "
-                        f"trial's worker group waits for the first; with {FITS} both fit"]))
+        rows.append(["serial", "", why(results, "serial"), "", "", ""])
+    notes = [f"speedup = serial s/trial / concurrent s/trial (Tuner.fit() wall / N); each trial holds 0.01 CPU: with "
+             f"1-CPU workers 2 x 1.01 > 2 CPUs, so the second trial's worker group waits for the first (one batch of "
+             f"2 shows it); with {FITS} both fit"]
+    notes += [f"{k}: first attempt's trials all failed ({r.retried[:100]}); these numbers are the retry"
+              for k, r in results.items() if isinstance(r, TuneRun) and r.retried]
+    parts.append(table("2. 2 concurrent trials (batched) on 2 cores vs serial",
+                       ["variant", "N", "search s", "s/trial", "speedup", f">= {SPEEDUP_GOAL}x"], rows, notes))
 
     # 3. DDP --------------------------------------------------------------------------------------------------
     rows, notes = [], []
@@ -660,6 +685,7 @@ def report(results: dict[str, Any], n: int) -> str:
             notes.append(f"plain loop's very first fold (numba cache load, torch warm-up: once per process) "
                          f"{fmt(pf[0], 2)} s vs {fmt(mean(pf[1:]), 2)} s per later fold")
         rows.append(["total per trial (serial Tuner.fit() / N)", fmt(per), "100%"])
+        notes.append("'of which' rows are measured separately (fresh processes, a no-op TorchTrainer) and overlap")
         notes.append(f"Tune: 1st fold reported {fmt(first)} s after trial start vs {fmt(later, 2)} s per later fold "
                      "in the same worker: every trial pays the start-up; a reused process pays it once per study")
         if usable(results, "ddp") and "noop_fit_s" in results["ddp"]:
@@ -696,9 +722,9 @@ def report(results: dict[str, Any], n: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer DDP epochs, no as-is (cpus_per_worker 1) concurrency run")
-    parser.add_argument("--n", type=int, default=2,
-                        help="trials per search (default 2: ~10 min here; 4 takes ~15 min)")
+                        help="N=2, fewer DDP epochs, no as-is (cpus_per_worker 1) concurrency run (~6 min)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="trials per search (default 4: ~11 min here; --quick 2)")
     parser.add_argument("--cold", action="store_true", help="also time a cold numba compile (~50 s here)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, results, Ray storage)")
     parser.add_argument("--child", choices=["tune", "ddp"], help=argparse.SUPPRESS)
@@ -710,7 +736,7 @@ def main() -> int:
         (child_tune if args.child == "tune" else child_ddp)(spec, Path(args.out))
         return 0
 
-    n = args.n
+    n = args.n or (2 if args.quick else 4)
     tmp = Path(tempfile.mkdtemp(prefix="embedtune-bench-tuning-"))
     log(f"N = {n}, temp dir {tmp}")
     started = time.perf_counter()
@@ -724,12 +750,13 @@ def main() -> int:
         serial = {"search": {"max_concurrent": 1}}
         guarded(results, "serial", lambda: run_tune(tmp, "serial", n, serial, deadline))
         local = deep_update({"resources": {"num_workers": 0}}, copy.deepcopy(serial))
-        guarded(results, "local", lambda: run_tune(tmp, "local", 1, local, deadline))  # 1 trial shows a failure
+        # 1 trial shows a failure; N only if it works
+        guarded(results, "local", lambda: run_tune(tmp, "local", 1, local, deadline, retry=False))
         if usable(results, "local") and n > 1:
             guarded(results, "local", lambda: run_tune(tmp, "local", n, local, deadline))
         two = {"search": {"max_concurrent": 2}}
-        if not args.quick:
-            guarded(results, "fifo2_asis", lambda: run_tune(tmp, "fifo2_asis", n, two, deadline))
+        if not args.quick:  # one batch of 2 shows it: the second trial's worker group waits for the first's
+            guarded(results, "fifo2_asis", lambda: run_tune(tmp, "fifo2_asis", 2, two, deadline))
         fits = deep_update({"resources": {"cpus_per_worker": FITS}}, two)
         guarded(results, "fifo2", lambda: run_tune(tmp, "fifo2", n, fits, deadline))
         fifo = results.get("fifo2")

@@ -49,7 +49,7 @@ def test_sigkilled_experiment_resumes_without_repeating_finished_folds(tmp_path:
         driver.wait()
         subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
     assert not list(out.glob("resumable/2*")), "no finished bundle may exist after the kill"
-    finished_before = {p.parent.name.split("_")[2]: set(reported_folds(p))
+    finished_before = {p.parent.name.split("_")[2]: reported_folds(p)
                        for p in out.glob("resumable/_ray/*/tune/*/result.json")}
     assert any(finished_before.values())
 
@@ -59,8 +59,13 @@ def test_sigkilled_experiment_resumes_without_repeating_finished_folds(tmp_path:
     assert (table["status"] == "done").all() and (table["folds"] == 3).all()
     run_dir = next(out.glob("resumable/_ray/*"))
     for result_json in run_dir.glob("tune/*/result.json"):
-        folds = reported_folds(result_json)
-        assert sorted(set(folds)) == [0, 1, 2] and len(folds) == len(set(folds)), (result_json, folds)
+        before = finished_before.get(result_json.parent.name.split("_")[2], [])
+        after = reported_folds(result_json)
+        # Tune appends to a resumed trial's log or starts it afresh; either way the folds reported after the
+        # resume must be exactly the ones not finished before it, each once.
+        new = after[len(before):] if after[:len(before)] == before else after
+        assert len(new) == len(set(new)) and not set(new) & set(before), (result_json, before, after)
+        assert sorted(set(before) | set(new)) == [0, 1, 2], (result_json, before, after)
     for trial, folds in finished_before.items():  # a fold finished before the kill was never trained again
         trained = [json.loads(m.read_text())["fold"] for m in run_dir.glob(f"train_{trial}/checkpoint_*/metrics.json")]
         assert all(trained.count(fold) <= 1 for fold in folds), (trial, folds, trained)
