@@ -105,10 +105,11 @@ def hang_diagnostics(need_cpu: float | None = None) -> dict[str, Any]:
         diag["cpu_total"] = ray.cluster_resources().get("CPU", 0.0)
         pgs = [pg for pg in ray.util.placement_group_table().values() if pg.get("state") == "CREATED"]
         diag["placement_groups_cpu"] = sorted(sum(b.get("CPU", 0.0) for b in pg["bundles"].values()) for pg in pgs)
-        worker_pgs = sum(cpu > 0.05 for cpu in diag["placement_groups_cpu"])  # trial drivers hold 0.01
-        controllers = sum(a.get("ActorClassName") == "TrainController" and a.get("State") == "ALIVE"
-                          for a in ray._private.state.actors().values())
-        diag["leaked_worker_pgs"] = max(0, worker_pgs - controllers)
+        # Train worker bundles (trial drivers hold 0.01 CPU) not occupied by a live Train worker: leaked
+        bundles = sum(b.get("CPU", 0.0) > 0.05 for pg in pgs for b in pg["bundles"].values())
+        workers = sum(a.get("ActorClassName") == "RayTrainWorker" and a.get("State") == "ALIVE"
+                      for a in ray._private.state.actors().values())
+        diag["leaked_worker_bundles"] = max(0, bundles - workers)
     except Exception as exc:  # noqa: BLE001 - diagnostics are best effort
         diag["ray_error"] = last_line(exc)
     try:
@@ -120,12 +121,15 @@ def hang_diagnostics(need_cpu: float | None = None) -> dict[str, Any]:
         dead = [t.split(marker, 1)[1] for t in (p.read_text(errors="replace") for p in logs.glob("worker-*.err"))
                 if marker in t]
         diag["cleaner_monitor_died"] = len(dead)
+        diag["cleaner_state_api_failures"] = sum(
+            p.read_text(errors="replace").count("Failed to query Ray Train Controller actor state")
+            for p in logs.glob("worker-*.err"))
         if dead:
             errors = [ln for ln in dead[0].splitlines() if re.match(r"^[\w.]+(Error|Exception): ", ln)]
             diag["cleaner_error"] = errors[0] if errors else last_line(dead[0])
     except Exception as exc:  # noqa: BLE001
         diag["log_error"] = last_line(exc)
-    diag["deadlock"] = bool(need_cpu and diag.get("leaked_worker_pgs", 0) > 0
+    diag["deadlock"] = bool(need_cpu and diag.get("leaked_worker_bundles", 0) > 0
                             and diag.get("cpu_free", 0.0) < need_cpu - 1e-6
                             and diag.get("worker_group_start_timeouts", 0) > 0)
     return diag
@@ -148,11 +152,12 @@ def watchdog(deadline_s: float, out: Path, experiment_root: Path, done: threadin
              need_cpu: float | None = None) -> None:
     """Past ``deadline_s``, or as soon as Ray is deadlocked (checked every 10 s once Train's 60-s worker-group start
     timeout can have fired), write what Ray holds to ``out`` and kill this child's process group."""
-    started = time.monotonic()
+    started, seen = time.monotonic(), 0
     while not done.wait(10.0):
         elapsed = time.monotonic() - started
         diag = hang_diagnostics(need_cpu) if need_cpu and elapsed > 60.0 else {}
-        if diag.get("deadlock") or elapsed >= deadline_s:
+        seen = seen + 1 if diag.get("deadlock") else 0
+        if seen >= 2 or elapsed >= deadline_s:  # deadlocked on two checks in a row, or out of time
             break
     else:
         return
@@ -399,7 +404,7 @@ def run_tune_once(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadl
                              "deadline_s": deadline_s, "need_cpu": need}, tmp, name)
     run = TuneRun(name, n, raw)
     if run.hung:
-        log(f"{name}: HUNG after {deadline_s:.0f} s: {raw}")
+        log(f"{name}: {'DEADLOCKED' if raw.get('deadlock') else 'HUNG'}, stopped after {raw['after_s']:.0f} s")
     else:
         log(f"{name}: search {run.search_s:.1f} s, run_experiment {raw['wall_s']:.1f} s, child "
             f"{time.perf_counter() - started:.1f} s, {len(run.errors)} errored trials")
@@ -534,9 +539,10 @@ def why(results: dict[str, Any], key: str) -> str:
     if isinstance(v, Exception):
         return f"FAILED: {type(v).__name__}: {last_line(v)}"
     if isinstance(v, TuneRun) and v.hung:
-        seen = v.raw.get("trials_seen", [])
-        return (f"HUNG: no end after {v.raw['after_s']:.0f} s ({len(seen)} trials started, "
-                f"{sum(t['folds'] == 3 for t in seen)} reached fold 3)")
+        seen = [t["folds"] for t in v.raw.get("trials_seen", [])]
+        return (f"{'DEADLOCKED' if v.raw.get('deadlock') else 'HUNG'}, killed after {v.raw['after_s']:.0f} s: "
+                f"{len(seen)} trials started, {seen.count(3)} ran 3 folds, {sum(0 < f < 3 for f in seen)} fewer, "
+                f"{seen.count(0)} never got a worker")
     if isinstance(v, TuneRun) and v.errors:
         return f"FAILED: {len(v.errors)}/{v.n} trials errored: {v.errors[0][:90]}"
     return "n/a"
@@ -544,13 +550,16 @@ def why(results: dict[str, Any], key: str) -> str:
 
 def hang_note(run: TuneRun) -> list[str]:
     r = run.raw
+    cleaner = (f"its monitor died {r.get('cleaner_monitor_died')}x ({r.get('cleaner_error', '-')[:110]}) and its State "
+               f"API query failed {r.get('cleaner_state_api_failures')}x (ensure_ray starts Ray without the dashboard "
+               f"that serves the State API)")
     return [f"{run.name} {'deadlocked' if r.get('deadlock') else 'hung'}: Ray CPU free {fmt(r.get('cpu_free'), 2)} of "
             f"{fmt(r.get('cpu_total'), 0)}; CREATED placement groups (CPU each) {r.get('placement_groups_cpu')}, "
-            f"{r.get('leaked_worker_pgs')} Train worker group(s) without a live controller; worker-group start "
+            f"{r.get('leaked_worker_bundles')} Train worker bundle(s) with no live worker; worker-group start "
             f"timeouts (Train retries forever) {r.get('worker_group_start_timeouts')}",
-            f"  a scheduler STOP kills the trial actor inside TorchTrainer.fit(); Train's PlacementGroupCleaner should "
-            f"then free the worker placement group, but {r.get('cleaner_monitor_died')} cleaner monitor(s) died: "
-            f"{r.get('cleaner_error', '-')[:150]}"]
+            "  ASHA's STOP (at a rung, and at max_t) kills the trial actor inside TorchTrainer.fit(), so the Train "
+            "controller dies without freeing its worker placement group; Train's PlacementGroupCleaner should free it, "
+            f"but {cleaner}"]
 
 
 def report(results: dict[str, Any], n: int) -> str:
