@@ -19,7 +19,10 @@ def ensure_ray(cfg: ExperimentConfig) -> bool:
         return False
     ray.init(
         num_cpus=cfg.resources.local_cpus or os.cpu_count(),
-        include_dashboard=False,
+        # Ray Train's placement-group cleaner asks the dashboard's state API whether a stopped trial's controller
+        # is gone; without it a trial stopped early (ASHA) keeps its workers' CPUs forever. Localhost only.
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         log_to_driver=False,
         logging_level="WARNING",
     )

@@ -1,27 +1,31 @@
-"""The Ray Train side: the per-worker loop (all folds inside one worker group) and the TorchTrainer that runs it.
+"""A trial's fold loop and where it runs: a Ray Train worker group (DDP) or the Tune trial process itself.
 
 One ``TorchTrainer.fit()`` per trial, not per fold: worker start-up costs ~15-20 s, so folds loop inside the workers.
-After every fold rank 0 reports cumulative out-of-sample metrics with a checkpoint holding the joined predictions, so
-a restarted worker group resumes at the next fold instead of the first (``FailureConfig``).
+With ``resources.num_workers: 0`` there is no worker group at all and a reused trial actor trains in place. Either
+way, after every fold rank 0 reports cumulative out-of-sample metrics with a checkpoint holding the joined
+predictions (and every epoch a recovery checkpoint), so a restarted trial resumes where it stopped.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import pandas as pd
 import ray
 import ray.train
 import torch
+from ray import tune
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from embedtune.config import ExperimentConfig
+from embedtune.dataset import PreparedData
 from embedtune.train.loop import FoldReport, run_folds
 
 PREDICTIONS_FILE = "predictions.parquet"
@@ -75,48 +79,142 @@ def read_checkpoint(directory: Path) -> ResumePoint:
     return ResumePoint(start_fold=int(metrics["fold"]) + 1, joined=joined)
 
 
+#: Train keeps the newest fold checkpoint (the one a trial's results point to, even after a stop mid-fold) and the
+#: latest checkpoint of all (an epoch's, for recovery); everything older is deleted.
+KEEP_PRIORITY = "checkpoint_priority"
+
+
 class FoldReportCallback(TuneReportCallback):
     """Forward fold results to Tune; epoch checkpoints stay inside Train (they are for recovery, not for search)."""
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if "fold" in metrics[0]:
-            super().after_report(run_context, metrics, checkpoint)
+            shown = {k: v for k, v in metrics[0].items() if k != KEEP_PRIORITY}
+            super().after_report(run_context, [shown, *metrics[1:]], checkpoint)
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    cfg = ExperimentConfig.model_validate(loop_config["config"])
-    data = ray.get(loop_config["data"][0]).restrict_to(list(cfg.features))
-    strategy = loop_config["strategy"]
-    point = ResumePoint()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+WriteCheckpoint = Callable[[Path], None]
+#: Progress as the scheduler sees it: Tune's own iteration count restarts when a killed trial is retried, this does not.
+FOLDS_DONE = "folds_done"
+
+
+class TrialSession(Protocol):
+    """Where a trial's fold loop restores from and reports to: a Ray Train worker group, or the Tune trial itself."""
+
+    rank: int
+    device: torch.device
+
+    def restore(self) -> ResumePoint: ...
+
+    def save(self, metrics: dict[str, Any], write: WriteCheckpoint | None) -> None: ...
+
+
+class TrainSession:
+    """A Ray Train worker (DDP rank): checkpoints go through ``ray.train.report`` and Train's storage."""
+
+    def __init__(self, use_gpu: bool) -> None:
+        self.rank = ray.train.get_context().get_world_rank()
+        self.device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+
+    def restore(self) -> ResumePoint:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return ResumePoint()
         with checkpoint.as_directory() as directory:
-            point = read_checkpoint(Path(directory))
-    state = {"joined": point.joined}
-    rank = ray.train.get_context().get_world_rank()
+            return read_checkpoint(Path(directory))
 
-    def epoch_report(fold: int, epoch: int, epoch_state: dict[str, Any]) -> None:
-        metrics = {"epoch_fold": fold, "epoch": epoch}
-        if rank != 0:
+    def save(self, metrics: dict[str, Any], write: WriteCheckpoint | None) -> None:
+        if write is None:
             ray.train.report(metrics)
             return
+        priority = {KEEP_PRIORITY: float(metrics["fold"]) if "fold" in metrics else -1.0}
         with tempfile.TemporaryDirectory() as tmp:
-            write_epoch_checkpoint(Path(tmp), fold, epoch, epoch_state, state["joined"])
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+            write(Path(tmp))
+            ray.train.report({**metrics, **priority}, checkpoint=Checkpoint.from_directory(tmp))
+
+
+class LocalSession:
+    """Train's job done in the Tune trial process (``resources.num_workers: 0``): no worker group to start, so a
+    reused trial actor pays the torch, vectorbt and numba start-up once for all its trials.
+
+    Checkpoints land where a ``TorchTrainer`` of the same name would put them (``<storage>/train_<trial>/
+    checkpoint_<n>``, written aside and renamed into place), pruned like Train's (the newest fold checkpoint and the
+    latest survive), and fold results reach Tune with their ``checkpoint_path``, so collection, resume and saved
+    models do not care which path ran.
+    """
+
+    def __init__(self, directory: Path, use_gpu: bool) -> None:
+        self.rank = 0
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        self.directory = directory
+
+    def _checkpoints(self) -> list[Path]:
+        return sorted(p for p in self.directory.glob("checkpoint_*") if p.is_dir())
+
+    def restore(self) -> ResumePoint:
+        found = self._checkpoints()
+        return read_checkpoint(found[-1]) if found else ResumePoint()
+
+    def save(self, metrics: dict[str, Any], write: WriteCheckpoint | None) -> None:
+        path = None
+        if write is not None:
+            existing = self._checkpoints()
+            number = int(existing[-1].name.split("_")[-1]) + 1 if existing else 0
+            path = self.directory / f"checkpoint_{number:06d}"
+            staging = self.directory / f".{path.name}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            write(staging)
+            staging.rename(path)
+            folds = [p for p in self._checkpoints() if not (p / EPOCH_META).exists()]
+            keep = {path, *folds[-1:]}
+            for old in self._checkpoints():
+                if old not in keep:
+                    shutil.rmtree(old, ignore_errors=True)
+        if "fold" in metrics:  # epoch checkpoints are for recovery only: Tune (and ASHA) see folds
+            tune.report({**metrics, **({CHECKPOINT_PATH_KEY: str(path)} if path else {})})
+
+
+_PREPARED: dict[str, PreparedData] = {}
+
+
+def prepared_data(ref: ray.ObjectRef) -> PreparedData:
+    """The experiment's prepared data, deserialized once per process (reused trial actors run many trials)."""
+    key = ref.hex()
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = ray.get(ref)
+    return _PREPARED[key]
+
+
+def run_trial_folds(loop_config: dict[str, Any], session: TrialSession) -> None:
+    cfg = ExperimentConfig.model_validate(loop_config["config"])
+    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
+    data = prepared_data(loop_config["data"][0]).restrict_to(list(cfg.features))
+    strategy = loop_config["strategy"]
+    point = session.restore()
+    state = {"joined": point.joined}
+
+    def epoch_report(fold: int, epoch: int, epoch_state: dict[str, Any]) -> None:
+        write = None if session.rank != 0 else (
+            lambda directory: write_epoch_checkpoint(directory, fold, epoch, epoch_state, state["joined"]))
+        session.save({"epoch_fold": fold, "epoch": epoch}, write)
 
     def report(fold_report: FoldReport) -> None:
         if fold_report.evaluation is None:
-            ray.train.report(fold_report.metrics)
+            session.save(fold_report.metrics, None)
             return
         preds = fold_report.outcome.predictions
         state["joined"] = preds if state["joined"] is None else pd.concat([state["joined"], preds])
-        with tempfile.TemporaryDirectory() as tmp:
-            write_checkpoint(Path(tmp), fold_report, state["joined"])
-            ray.train.report(fold_report.metrics, checkpoint=Checkpoint.from_directory(tmp))
+        session.save({**fold_report.metrics, FOLDS_DONE: fold_report.fold + 1},
+                     lambda directory: write_checkpoint(directory, fold_report, state["joined"]))
 
-    device = ray.train.torch.get_device() if cfg.resources.use_gpu else torch.device("cpu")
-    run_folds(cfg, data, strategy, report, device=device, start_fold=point.start_fold, previous=point.joined,
+    run_folds(cfg, data, strategy, report, device=session.device, start_fold=point.start_fold, previous=point.joined,
               resume_epoch=point.epoch_state, on_epoch=epoch_report)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    run_trial_folds(loop_config, TrainSession(loop_config["config"]["resources"]["use_gpu"]))
 
 
 def build_trainer(
@@ -133,6 +231,7 @@ def build_trainer(
                                      resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=max_failures),
-                             # The newest two: the fold checkpoint a trial's results point to, and the epoch after.
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1,
+                                                                checkpoint_score_attribute=KEEP_PRIORITY,
+                                                                checkpoint_score_order="max")),
     )

@@ -19,7 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from embedtune.config import ExperimentConfig, metric_mode
 from embedtune.strategy import Strategy
-from embedtune.train.worker import FoldReportCallback, build_trainer
+from embedtune.train.worker import FOLDS_DONE, FoldReportCallback, LocalSession, build_trainer, run_trial_folds
 from embedtune.tune.objectives import objective_key
 from embedtune.tune.tracking import tracking_callbacks
 from embedtune.tune.space import VARIANT_KEY, ablation_variants, optuna_space, trial_config
@@ -30,8 +30,22 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], data: list[Any], 
     cfg = trial_config(ExperimentConfig.model_validate(base), params)
     trial_id = tune.get_context().get_trial_id()
     loop_config = {"config": cfg.model_dump(mode="json"), "data": data, "strategy": strategy}
+    if cfg.resources.num_workers == 0:
+        run_trial_folds(loop_config, LocalSession(Path(storage_path) / f"train_{trial_id}", cfg.resources.use_gpu))
+        return
     trainer = build_trainer(cfg, loop_config, storage_path, f"train_{trial_id}", [FoldReportCallback()])
     trainer.fit()
+
+
+def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
+    """A trial that trains in place holds its worker's resources; one that drives a worker group holds a sliver."""
+    res = cfg.resources
+    if res.num_workers == 0:
+        return {"CPU": res.cpus_per_worker, **({"GPU": 1.0} if res.use_gpu else {})}
+    return {"CPU": res.trial_cpus}
+
+
+TRIAL_RETRIES = 2
 
 
 class FoldProgress(Callback):
@@ -108,7 +122,7 @@ def make_scheduler(cfg: ExperimentConfig) -> tune.schedulers.TrialScheduler | No
     sc = cfg.search.scheduler
     if sc.type == "fifo" or cfg.walk_forward.n_folds < 2:
         return None
-    return tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=cfg.walk_forward.n_folds,
+    return tune.schedulers.ASHAScheduler(time_attr=FOLDS_DONE, max_t=cfg.walk_forward.n_folds,
                                          grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
 
 
@@ -121,7 +135,7 @@ def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strateg
     trainable = tune.with_parameters(
         run_trial, base=cfg.model_dump(mode="json"), data=[data_ref], strategy=strategy, storage_path=storage_path,
     )
-    trainable = tune.with_resources(trainable, {"CPU": cfg.resources.trial_cpus})
+    trainable = tune.with_resources(trainable, trial_resources(cfg))
     searcher = None if (ablation or fixed) else make_searcher(cfg, study_storage, study_name)
     param_space: dict[str, Any] | None = dict(fixed) if fixed else None
     if ablation:
@@ -142,9 +156,14 @@ def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strateg
             search_alg=searcher, num_samples=cfg.search.num_samples if searcher else 1,
             max_concurrent_trials=None if searcher else cfg.search.max_concurrent,
             metric=single_metric, mode=single_mode, scheduler=make_scheduler(cfg) if searcher else None,
+            # One trial actor runs trial after trial: with in-place training (num_workers: 0) the imports, the
+            # numba cache load and the prepared data are paid once per actor, not once per trial.
+            reuse_actors=cfg.resources.num_workers == 0,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, verbose=0,
+            # A killed trial actor is restarted; its fold loop resumes from its newest checkpoint.
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
             callbacks=([FoldProgress(cfg.objective.targets[0])] if verbose else [])
             + tracking_callbacks(cfg.output.tracking, Path(cfg.output.root).resolve(), cfg.name),
         ),
