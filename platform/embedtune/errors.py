@@ -49,3 +49,20 @@ class ConfigError(EmbedtuneError):
 
     def __str__(self) -> str:
         return f"config error: {self.path}: {self.key or '<root>'}: {self.message}"
+
+
+@dataclass
+class StorageError(EmbedtuneError):
+    """The results storage cannot be written (permission removed, read-only or full disk, folder replaced).
+
+    Exit code 2 like other errors the user fixes: the run stops, nothing of it is published, and ``hint`` says how
+    to continue once the folder is writable again.
+    """
+
+    path: str
+    reason: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"storage error: cannot write {self.path}: {self.reason}" + (f"; {self.hint}" if self.hint else "")
+        return text.replace("\r", " ").replace("\n", " ")  # one line, whatever a path or an OS message holds

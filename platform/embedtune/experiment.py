@@ -2,7 +2,8 @@
 
 Everything the user can get wrong (config, data, strategy, fold sizes) is checked before Ray starts or a directory is
 created. The bundle is written under a hidden staging name and renamed into place only when complete, so a crash
-never leaves a half-written leaderboard.
+never leaves a half-written leaderboard. Storage that stops being writable mid-run stops the run with one
+``StorageError`` (see ``embedtune.storage``); what was persisted before stays, for ``--resume``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from embedtune.leaderboard.store import LeaderboardStore
 from embedtune.report.html import write_html_report
 from embedtune.leaderboard.records import TrialRecord, ranked_table, to_markdown
 from embedtune.runtime import ensure_ray, git_commit
+from embedtune.storage import StorageGuard, probe_dir, probe_file, sqlite_file, storage_error
 from embedtune.strategy import Strategy, load_strategy
 from embedtune.train.worker import OOS_FILE
 from embedtune.tune.runner import run_search
@@ -84,42 +86,68 @@ def run_experiment(config_path: str | Path | None = None, output_root: str | Non
     storage = experiment_root / "_ray" / run_id
     staging = experiment_root / f".{run_id}.partial"
     final = experiment_root / run_id
+    hint = (f"nothing of this run was published; once the folder is writable (or back in place), continue the run "
+            f"with: embedtune tune --resume {storage}")
     if resume is None:
-        storage.mkdir(parents=True, exist_ok=False)
-        (storage / RUN_CONFIG).write_text(dump_config(cfg))
-        (storage / RUN_STATE).write_text(json.dumps({"run_id": run_id, "ablation": ablation,
-                                                     "config_file": str(config_path)}))
+        try:
+            storage.mkdir(parents=True, exist_ok=False)
+            (storage / RUN_CONFIG).write_text(dump_config(cfg))
+            (storage / RUN_STATE).write_text(json.dumps({"run_id": run_id, "ablation": ablation,
+                                                         "config_file": str(config_path)}))
+        except OSError as err:
+            failed = storage_error(err, storage)
+            if failed is None:
+                raise
+            failed.hint = "nothing was run; make the folder writable (or choose another with --output)"
+            raise failed from None
 
     if verbose:
         print(f"embedtune: {cfg.name}: {len(data.bars)} bars of {data.market_name}"
               f"{' (SYNTHETIC)' if data.synthetic else ''}, {len(data.folds)} folds, "
               f"{cfg.search.num_samples} trials x {max(cfg.resources.num_workers, 1)} worker(s)"
               + (f", resuming {run_id}" if resume else ""), file=sys.stderr)
-    started_ray = ensure_ray(cfg)
-    try:
-        data_ref = ray.put(data)
-        study = cfg.search.storage or f"sqlite:///{experiment_root / 'optuna.db'}"
-        grid = run_search(cfg, data_ref, strategy, str(storage), name="ablation" if ablation else "tune",
-                          verbose=verbose, ablation=ablation, study_storage=study, study_name=run_id,
-                          resume=resume is not None)
-        records = collect_records(grid, cfg, data)
-        if not ablation and cfg.search.uncertainty_baseline and cfg.model.loss_weighting == "fixed":
-            baseline = run_search(cfg, data_ref, strategy, str(storage), name="baseline", verbose=verbose,
-                                  fixed={UNCERTAINTY_KEY: "uncertainty"}, resume=resume is not None)
-            records += collect_records(baseline, cfg, data, prefix="u")
-    finally:
-        if started_ray:
-            ray.shutdown()
+    # A folder that stops taking writes mid-search stops the search (Tune itself would only error trial after trial).
+    with StorageGuard([experiment_root, storage], hint=hint) as guard:
+        started_ray = ensure_ray(cfg)
+        try:
+            data_ref = ray.put(data)
+            study = cfg.search.storage or f"sqlite:///{experiment_root / 'optuna.db'}"
+            grid = run_search(cfg, data_ref, strategy, str(storage), name="ablation" if ablation else "tune",
+                              verbose=verbose, ablation=ablation, study_storage=study, study_name=run_id,
+                              resume=resume is not None)
+            guard.check()
+            records = collect_records(grid, cfg, data)
+            if not ablation and cfg.search.uncertainty_baseline and cfg.model.loss_weighting == "fixed":
+                baseline = run_search(cfg, data_ref, strategy, str(storage), name="baseline", verbose=verbose,
+                                      fixed={UNCERTAINTY_KEY: "uncertainty"}, resume=resume is not None)
+                guard.check()
+                records += collect_records(baseline, cfg, data, prefix="u")
+        finally:
+            if started_ray:
+                ray.shutdown()
 
-    staging.mkdir(parents=True, exist_ok=False)
-    try:
-        result = write_bundle(staging, final, cfg, data, records, str(config_path), storage,
-                              time.perf_counter() - started)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     db = (cfg.output.leaderboard_db or os.environ.get("EMBEDTUNE_LEADERBOARD_DB")
           or f"sqlite:///{Path(cfg.output.root).resolve() / 'leaderboard.db'}")
+    # Publish only where both the bundle and its leaderboard rows can be written: check before writing either.
+    db_file = sqlite_file(db)
+    failed = probe_dir(experiment_root)
+    if failed is None and db_file is not None:
+        failed = probe_file(db_file)
+    if failed is not None:
+        failed.hint = hint
+        raise failed
+    shutil.rmtree(staging, ignore_errors=True)  # left by an earlier attempt at this run that could not clean up
+    try:
+        staging.mkdir(parents=True, exist_ok=False)
+        result = write_bundle(staging, final, cfg, data, records, str(config_path), storage,
+                              time.perf_counter() - started)
+    except BaseException as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        failed = storage_error(err, staging) if isinstance(err, OSError) else None
+        if failed is None:
+            raise
+        failed.hint = hint + (f" (and remove {staging})" if staging.exists() else "")
+        raise failed from None
     with LeaderboardStore(db) as store:  # one transaction: the run and all its trials, or nothing
         store.ingest(result.run_dir)
     result.leaderboard_db = db
