@@ -160,3 +160,121 @@ def test_invalid_inputs_are_rejected() -> None:
         run_backtest(bars, pd.Series(1.0, index=bars.index + pd.Timedelta(hours=1)), fees=0.0, slippage=0.0)
     with pytest.raises(ValueError, match="fees"):
         run_backtest(bars, pd.Series(1.0, index=bars.index), fees=-0.1, slippage=0.0)
+
+
+def _from_orders_reference(bars: pd.DataFrame, targets: pd.DataFrame, fees: float, slippage: float):
+    """The pandas path: vectorbt's Portfolio.from_orders on order_sizes, with every series from its accessors."""
+    import vectorbt as vbt
+
+    from embedtune.backtest.portfolio import _traded_fraction
+
+    pf = vbt.Portfolio.from_orders(close=bars["close"], size=order_sizes(targets.clip(-1.0, 1.0)),
+                                   size_type="targetpercent", direction="both", price=bars["open"], fees=fees,
+                                   slippage=slippage, init_cash=1.0)
+    value = pf.value()
+    positions = pf.assets().mul(bars["close"], axis=0) / value.where(value != 0.0)
+    return pf, positions, _traded_fraction(pf, 1.0)
+
+
+def _sweep_targets(index: pd.Index, n_columns: int, seed: int) -> pd.DataFrame:
+    """Columns with different order counts (so different vectorbt calls and grid sizes), NaN gaps, reversals,
+    fractional targets, targets a hair outside [-1, 1] (clipped), never-decided and constant columns."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for j in range(n_columns):
+        hold = rng.integers(1, 6)  # bars per decision: the number of orders differs by column
+        values = np.repeat(rng.choice([-1.0, -0.5, 0.0, 0.3, 1.0], size=len(index) // hold + 1), hold)[: len(index)]
+        if j % 3 == 0:
+            values[rng.random(len(index)) < 0.2] = np.nan  # no decision: keep what is held
+        if j % 7 == 0:
+            values[: rng.integers(1, 20)] = np.nan  # no decision yet: flat
+        if j % 11 == 0:
+            values[values == 1.0] = 1.0 + 5e-10  # within the tolerance: clipped to 1
+        out[f"c{j:03d}"] = values
+    out["never"] = np.full(len(index), np.nan)
+    out["constant"] = np.full(len(index), -1.0)
+    return pd.DataFrame(out, index=index)
+
+
+@pytest.mark.parametrize("fees, slippage", [(0.0, 0.0), (0.002, 0.0005)])
+def test_sweep_equals_from_orders(fees: float, slippage: float) -> None:
+    """The sweep calls vectorbt's simulator on order grids; it must give what Portfolio.from_orders gives."""
+    bars = _bars(n=300, seed=11)
+    targets = _sweep_targets(bars.index, 150, seed=12)  # > 64 columns: several simulation calls
+    sweep = run_backtest_sweep(bars, targets, fees=fees, slippage=slippage)
+    pf, positions, traded = _from_orders_reference(bars, targets, fees, slippage)
+
+    np.testing.assert_array_equal(sweep.order_records, pf.orders.values)
+    np.testing.assert_allclose(sweep.returns.to_numpy(), pf.returns().to_numpy(), rtol=0.0, atol=1e-12)
+    np.testing.assert_allclose(sweep.positions.to_numpy(), positions.to_numpy(), rtol=0.0, atol=1e-12)
+    np.testing.assert_allclose(sweep.traded.to_numpy(), traded.to_numpy(), rtol=0.0, atol=1e-12)
+    assert list(sweep.returns.columns) == list(targets.columns) == list(sweep.positions.columns)
+    assert sweep.returns.index.equals(bars.index) and sweep.traded.index.equals(bars.index)
+
+    trades = pf.trades
+    stats = sweep.column_stats
+    np.testing.assert_array_equal(sweep.trade_records, trades.values)
+    np.testing.assert_array_equal(stats["n_trades"].to_numpy(), trades.count().to_numpy())
+    np.testing.assert_array_equal(stats["n_closed"].to_numpy(), trades.closed.count().to_numpy())
+    np.testing.assert_array_equal(stats["n_winning"].to_numpy(), trades.closed.winning.count().to_numpy())
+    np.testing.assert_array_equal(stats["n_exposed"].to_numpy(), positions.fillna(0.0).ne(0.0).sum().to_numpy())
+    np.testing.assert_allclose(stats["traded_sum"].to_numpy(), traded.sum().to_numpy(), rtol=1e-12)
+    assert stats.loc["never", "n_trades"] == 0 and stats.loc["constant", "n_trades"] == 1
+
+    lazy = sweep.portfolio  # built from the sweep's records
+    pd.testing.assert_frame_equal(lazy.value(), pf.value())
+    pd.testing.assert_frame_equal(lazy.trades.records_readable, trades.records_readable)
+
+
+def test_sweep_target_checks() -> None:
+    bars = _bars(n=30)
+    targets = pd.DataFrame({"a": 0.5, "b": -1.0}, index=bars.index)
+    for row in (3, len(bars) - 1):  # the last decision never fills, but is checked like the others
+        bad = targets.copy()
+        bad.iloc[row, 1] = -1.5
+        with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+            run_backtest_sweep(bars, bad, fees=0.0, slippage=0.0)
+    with pytest.raises(ValueError, match="not bars"):
+        run_backtest_sweep(bars, targets.set_axis(bars.index + pd.Timedelta(hours=1)), fees=0.0, slippage=0.0)
+    with pytest.raises(ValueError, match="slippage"):
+        run_backtest_sweep(bars, targets, fees=0.0, slippage=1.0)
+    # a subset of the bars is reindexed like run_backtest's target: no decision on the missing bars
+    subset = run_backtest_sweep(bars, targets.iloc[::2], fees=0.001, slippage=0.0)
+    single = run_backtest(bars, targets["a"].iloc[::2], fees=0.001, slippage=0.0)
+    np.testing.assert_allclose(subset.returns["a"].to_numpy(), single.returns.to_numpy(), rtol=0.0, atol=1e-12)
+
+
+def test_sweep_metrics_equal_vectorbt_accessors() -> None:
+    """sweep_metrics computes vectorbt's formulas column by column; they must equal the returns accessor's."""
+    from embedtune.backtest.metrics import returns_metrics, sweep_metrics
+
+    bars = _bars(n=400, seed=13)
+    targets = _sweep_targets(bars.index, 20, seed=14)
+    sweep = run_backtest_sweep(bars, targets, fees=0.001, slippage=0.0)
+    ppy = 252.0
+    table = sweep_metrics(sweep, ppy)
+    acc = sweep.returns.vbt.returns(freq=pd.Timedelta(days=1), year_freq=pd.Timedelta(days=ppy))
+    capital_first = pd.concat([pd.DataFrame(0.0, index=[0], columns=sweep.returns.columns),
+                               sweep.returns.reset_index(drop=True)], ignore_index=True)
+    expected = {
+        "sharpe": acc.sharpe_ratio(), "sortino": acc.sortino_ratio(),
+        "information_ratio": acc.information_ratio(sweep.benchmark_returns) * np.sqrt(ppy),
+        "total_return": acc.total(), "annual_return": acc.annualized(),
+        "annual_volatility": acc.annualized_volatility(),
+        "max_drawdown": -capital_first.vbt.returns(freq=pd.Timedelta(days=1)).max_drawdown(),
+    }
+    for name, values in expected.items():
+        values = values.to_numpy(dtype=float)
+        values = np.where(np.isfinite(values), values, np.nan)
+        np.testing.assert_allclose(table[name].to_numpy(), values, rtol=1e-12, atol=0.0, err_msg=name)
+    # NaN returns and a wiped-out column take vectorbt's NaN and infinity paths
+    odd = sweep.returns.iloc[:, :3].copy()
+    odd.iloc[5, 0] = np.nan
+    odd.iloc[7:, 1] = -1.0
+    got = returns_metrics(odd, sweep.benchmark_returns, ppy)
+    acc = odd.vbt.returns(freq=pd.Timedelta(days=1), year_freq=pd.Timedelta(days=ppy))
+    for name, values in (("sharpe", acc.sharpe_ratio()), ("sortino", acc.sortino_ratio()),
+                         ("total_return", acc.total()), ("annual_volatility", acc.annualized_volatility())):
+        values = values.to_numpy(dtype=float)
+        np.testing.assert_allclose(got[name].to_numpy(), np.where(np.isfinite(values), values, np.nan),
+                                   rtol=1e-12, err_msg=name)
