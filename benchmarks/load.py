@@ -1,12 +1,11 @@
 """Load test: N trials queued on the local 2-CPU Ray through ``run_experiment``, with memory sampled throughout.
 
-Run: ``.venv/bin/python benchmarks/load.py [--trials 100] [--workers 1] [--interval 2]``. The config is
+Run: ``.venv/bin/python benchmarks/load.py [--trials 100] [--workers 0] [--interval 2]``. The config is
 ``tests/configs/tiny.yaml`` (last ~800 real bundled GOOG daily bars, tiny transformer) with ``search.num_samples =
 --trials``, ``max_concurrent: 2``, one walk-forward fold, one epoch, no uncertainty baseline, ``local_cpus: 2`` and
-``resources.num_workers = --workers``. ``--workers 0`` (Ray Train's local mode: the loop would run inside the trial
-process, without a TorchTrainer worker group to start per trial) fails today: every trial errors in
-``train_loop_per_worker`` because ``ray.train.get_checkpoint`` raises a DeprecationWarning in local mode under Tune
-(use the ``ray.tune`` API there); hence the default of 1 worker. The strategy threshold is 0 (always in a position):
+``resources.num_workers = --workers``: 0 trains in place in reused trial actors (the default), >= 1 launches one
+TorchTrainer per trial (with 0.99-CPU workers so that 2 trials and their workers fit in 2 CPUs; ~20 s of worker
+start-up per trial here, so 100 trials take ~45 min). The strategy threshold is 0 (always in a position):
 a trial that never trades makes the end of ``run_experiment`` raise (zero-variance returns in the deflated-Sharpe
 check). Results and the leaderboard database go to a temporary folder (``--output`` to keep them).
 
@@ -44,7 +43,8 @@ def load_config(trials: int, workers: int, root: Path) -> Path:
     cfg["search"].update(num_samples=trials, max_concurrent=2, uncertainty_baseline=False)
     cfg["training"]["epochs"] = 1
     cfg["walk_forward"]["n_folds"] = 1
-    cfg["resources"].update(num_workers=workers, local_cpus=2)
+    cfg["resources"].update(num_workers=workers, local_cpus=2, trial_cpus=0.01,
+                            cpus_per_worker=1.0 if workers == 0 else 0.99 / workers)
     # Always in a position (threshold 0): a trial that never trades has zero-variance OOS returns, and
     # experiment.overfitting_checks -> dsr_from_returns raises on those, failing the whole run at the end.
     cfg["strategy"] = {"name": "direction_threshold", "params": {"threshold": 0.0}}
@@ -122,8 +122,8 @@ def report(sampler: Sampler, trials: int, statuses: dict[str, int], seconds: flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="resources.num_workers (0 = Ray Train local mode, fails today: see the docstring)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="resources.num_workers (0 = in place in reused trial actors; >= 1 a TorchTrainer per trial)")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between memory samples")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run counts as hung")
     parser.add_argument("--output", default=None, help="keep results here (default: a temporary folder)")

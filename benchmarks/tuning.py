@@ -1,23 +1,23 @@
 """Tuning benchmarks: what Ray Tune + Optuna + Ray Train cost per trial, and what concurrency, DDP and ASHA buy.
 
-Run: ``.venv/bin/python benchmarks/tuning.py [--n N] [--quick] [--cold] [--keep]`` (default N=2, ~10 min on the
-2-core machine; ``--n 4`` ~15 min). Prints one table per question, each a ratio against a named alternative, on one
+Run: ``.venv/bin/python benchmarks/tuning.py [--n N] [--epochs E] [--quick] [--cold] [--keep]`` (default N=12,
+20 epochs; ~20 min here). Prints one table per question, each a ratio against a named alternative, on one
 objective: the trial of ``tests/configs/tiny.yaml`` (train + backtest its 3 walk-forward folds on the bundled GOOG
-bars), searched by seeded TPE over its two-parameter space.
+bars, ``--epochs`` per fold), searched by seeded TPE over its two-parameter space.
 
-1. Overhead: N trials through ``run_experiment`` (Tune + Optuna, one ``TorchTrainer`` per trial, serial) against a
-   plain in-process loop, ``optuna.create_study(sampler=TPESampler(seed, n_startup_trials))`` asking the same space
-   and calling ``run_folds`` with the sampled params (torch at 1 thread, as a 1-CPU Ray worker). Also Ray Train's
-   local mode (``resources.num_workers: 0``): one trial first, N only if it works, and what fails if it fails.
-2. Concurrency: the same N trials with ``search.max_concurrent: 2`` (batched) against serial, with tiny.yaml's
-   ``cpus_per_worker: 1`` (2 x 1 + 2 x 0.01 trial CPUs > 2: the second worker group waits; skipped by
-   ``--quick``) and with 0.99 (both fit).
+1. Overhead: N trials through ``run_experiment`` (Tune + Optuna, serial) against a plain in-process loop,
+   ``optuna.create_study(sampler=TPESampler(seed, n_startup_trials))`` asking the same space and calling
+   ``run_folds`` with the sampled params (torch at 1 thread, as a 1-CPU Ray worker). Before: one ``TorchTrainer``
+   (1 worker) per trial, so every trial starts a worker process. After: ``resources.num_workers: 0``, the trial
+   trains in its Tune actor and actors are reused, so start-up is paid once per actor.
+2. Concurrency: the same N trials with ``search.max_concurrent: 2`` (batched) against serial, in place (1 CPU per
+   trial) and with TorchTrainers (0.99-CPU workers so 2 trials + 2 workers fit; skipped by ``--quick``).
 3. DDP: fold 0's training with 2 workers x 1 CPU (gloo) against 1 worker and against ``fit_fold`` in-process, from
    one ``TorchTrainer.fit()`` per worker count running (a) ``fit_fold`` alone, samples/s between its epochs, then
    (b) embedtune's ``train_loop_per_worker`` (a recovery checkpoint and report per epoch), samples/s from the
    report times seen by a ``ray.train.UserCallback`` in Train's controller.
-4. ASHA (grace 1, reduction 2, rung = fold) against FIFO, both 2 at a time at ``cpus_per_worker: 0.99``, same N:
-   trials/hour, best Sharpe, trials stopped early.
+4. ASHA (grace 1, reduction 2, rung = fold) against FIFO, both 2 at a time in place, same N: trials/hour, best
+   Sharpe, trials stopped early.
 5. Per-trial overhead breakdown from Tune's per-fold timings of the serial run, the in-process fold time and a
    no-op ``TorchTrainer.fit()``; fresh-process probes of the imports and of numba's on-disk cache (vectorbt's first
    backtest) against a warm process and, with ``--cold``, against a cold compile (empty ``NUMBA_CACHE_DIR``).
@@ -411,7 +411,7 @@ def run_tune_once(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadl
     return run
 
 
-def plain_optuna(tmp: Path, n: int) -> dict[str, Any]:
+def plain_optuna(tmp: Path, n: int, objective: dict[str, Any]) -> dict[str, Any]:
     """The alternative to Tune: Optuna's own ask/tell loop calling run_folds in this process, serially."""
     import optuna
     import torch
@@ -423,7 +423,8 @@ def plain_optuna(tmp: Path, n: int) -> dict[str, Any]:
     from embedtune.tune.objectives import objective_key
     from embedtune.tune.space import optuna_space, trial_config
 
-    path = write_config(tmp, "plain", {"search": {"num_samples": n, "max_concurrent": 1}})
+    path = write_config(tmp, "plain", deep_update({"search": {"num_samples": n, "max_concurrent": 1}},
+                                                  copy.deepcopy(objective)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what a Ray worker with cpus_per_worker 1 gets (OMP_NUM_THREADS=1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -567,54 +568,52 @@ def report(results: dict[str, Any], n: int) -> str:
     plain, serial, local = results.get("plain"), results.get("serial"), results.get("local")
 
     # 1. overhead ---------------------------------------------------------------------------------------------
-    rows, notes = [], [f"N = {n} trials, serial (max_concurrent 1); s/trial = Tuner.fit() (or the ask/run_folds/tell "
-                           "loop) / N; data preparation is paid once by both and excluded"]
+    rows, notes = [], [f"N = {n} trials, serial (max_concurrent 1), objective = tiny.yaml's trial at "
+                       f"{results.get('epochs', 1)} epoch(s) per fold; s/trial = Tuner.fit() (or the ask/run_folds/"
+                       "tell loop) / N; data preparation is paid once by both and excluded"]
     if usable(results, "plain"):
         p = sum(plain["per_trial"]) / n
-        rows.append(["plain Optuna loop, in-process run_folds (baseline)", fmt(p), "1.00x", "-", "-"])
-        for key, label in (("serial", "Tune+Optuna, TorchTrainer 1 worker"),
-                           ("local", "Tune+Optuna, num_workers 0 (Train local mode)")):
+        rows.append(["plain Optuna loop, in-process run_folds (baseline)", fmt(p, 2), "1.00x", "-", "-", "-"])
+        for key, label in (("serial", "before: Tune+Optuna, a TorchTrainer (1 worker) per trial"),
+                           ("local", "after: Tune+Optuna, num_workers 0, reused trial actors")):
             run = results.get(key)
             if not usable(results, key):
-                rows.append([label, why(results, key), "", "", ""])
+                rows.append([label, why(results, key), "", "", "", ""])
                 continue
             over = run.per_trial_s / p - 1
-            rows.append([label, fmt(run.per_trial_s), f"{run.per_trial_s / p:.2f}x", f"{over:+.0%}",
-                         "yes" if over <= OVERHEAD_GOAL else "NO"])
+            rows.append([label, fmt(run.per_trial_s, 2), f"{run.per_trial_s / p:.2f}x", f"{over:+.0%}",
+                         fmt(run.per_trial_s - p, 2), "yes" if over <= OVERHEAD_GOAL else "NO"])
     else:
-        rows.append(["plain Optuna loop", why(results, "plain"), "", "", ""])
-    if usable(results, "plain", "serial"):
-        notes.append(f"same TPE params in both: {same_params(plain['params'], [t['params'] for t in serial.trials])}/{n};"
-                     f" end to end (Ray start, prepare, bundle): run_experiment {fmt(serial.raw['wall_s'] / n)} s/trial "
-                     f"vs plain {fmt((plain['prepare_s'] + sum(plain['per_trial'])) / n)} s/trial")
-    if isinstance(local, TuneRun) and local.errors:
-        notes.append(f"num_workers 0: every trial fails: {local.errors[0][:160]}")
-        notes.append("  Train V2 local mode runs train_loop_per_worker inside the Tune trial function, where "
-                     "worker.py's ray.train.get_checkpoint() raises (needs ray.tune.get_checkpoint there)")
+        rows.append(["plain Optuna loop", why(results, "plain"), "", "", "", ""])
+    for key in ("serial", "local"):
+        if usable(results, "plain", key):
+            run = results[key]
+            notes.append(f"{key}: same TPE params as the plain loop {same_params(plain['params'], [t['params'] for t in run.trials])}/{n};"
+                         f" end to end (Ray start, prepare, bundle) run_experiment {fmt(run.raw['wall_s'] / n)} s/trial"
+                         f" vs plain {fmt((plain['prepare_s'] + sum(plain['per_trial'])) / n)} s/trial")
+    if usable(results, "local"):
+        lt = results["local"].trials
+        notes.append(f"reused actor: the 1st trial's 1st fold took {fmt(lt[0]['first_fold_s'], 2)} s (imports, numba "
+                     f"cache load: once per actor), later trials' 1st folds {fmt(mean([t['first_fold_s'] for t in lt[1:]]), 2)} s")
     parts.append(table("1. Ray Tune + Optuna overhead vs a plain in-process Optuna loop (serial)",
-                       ["variant", "s/trial", "vs plain", "overhead", f"<= {OVERHEAD_GOAL:.0%}"], rows, notes))
+                       ["variant", "s/trial", "vs plain", "overhead", "extra s/trial", f"<= {OVERHEAD_GOAL:.0%}"],
+                       rows, notes))
 
     # 2. concurrency ------------------------------------------------------------------------------------------
     rows = []
-    if usable(results, "serial"):
-        rows.append(["serial, max_concurrent 1 (baseline)", str(n), fmt(serial.search_s), fmt(serial.per_trial_s),
-                     "1.00x", "-"])
-        for key, label in (("fifo2_asis", "2 concurrent, cpus_per_worker 1 (tiny.yaml)"),
-                           ("fifo2", f"2 concurrent, cpus_per_worker {FITS}")):
-            if key not in results:
-                continue
-            if not usable(results, key):
-                rows.append([label, "", why(results, key), "", "", ""])
-                continue
-            run = results[key]
-            speed = serial.per_trial_s / run.per_trial_s
-            rows.append([label, str(run.n), fmt(run.search_s), fmt(run.per_trial_s), f"{speed:.2f}x",
-                         "yes" if speed >= SPEEDUP_GOAL else "NO"])
-    else:
-        rows.append(["serial", "", why(results, "serial"), "", "", ""])
-    notes = [f"speedup = serial s/trial / concurrent s/trial (Tuner.fit() wall / N); each trial holds 0.01 CPU: with "
-             f"1-CPU workers 2 x 1.01 > 2 CPUs, so the second trial's worker group waits for the first (one batch of "
-             f"2 shows it); with {FITS} both fit"]
+    for base_key, key, label in (("local", "fifo2_local", "num_workers 0, 2 trials x 1 CPU"),
+                                 ("serial", "fifo2", f"TorchTrainer 1 worker x {FITS} CPU, 2 trials")):
+        if key not in results:
+            continue
+        if not usable(results, base_key, key):
+            rows.append([label, "", why(results, key if usable(results, base_key) else base_key), "", "", ""])
+            continue
+        base, run = results[base_key], results[key]
+        speed = base.per_trial_s / run.per_trial_s
+        rows.append([label, str(run.n), fmt(run.search_s), fmt(run.per_trial_s, 2), f"{speed:.2f}x",
+                     "yes" if speed >= SPEEDUP_GOAL else "NO"])
+    notes = ["speedup = the same variant's serial s/trial / concurrent s/trial (Tuner.fit() wall / N), max_concurrent "
+             "2 batched; a TorchTrainer trial holds 0.01 CPU besides its worker's, hence 0.99-CPU workers"]
     notes += [f"{k}: first attempt's trials all failed ({r.retried[:100]}); these numbers are the retry"
               for k, r in results.items() if isinstance(r, TuneRun) and r.retried]
     parts.append(table("2. 2 concurrent trials (batched) on 2 cores vs serial",
@@ -648,20 +647,20 @@ def report(results: dict[str, Any], n: int) -> str:
                         "fit() s"], rows, notes))
 
     # 4. ASHA -------------------------------------------------------------------------------------------------
-    rows, notes = [], [f"N = {n} trials each, 2 at a time, cpus_per_worker {FITS}, rung = fold (max_t 3); best "
+    rows, notes = [], [f"N = {n} trials each, 2 at a time, num_workers 0, rung = fold (max_t 3); best "
                        "Sharpe over trials that ran all 3 folds"]
-    for key, label in (("fifo2", "FIFO (baseline)"), ("asha2", "ASHA grace 1, reduction 2")):
+    for key, label in (("fifo2_local", "FIFO (baseline)"), ("asha2", "ASHA grace 1, reduction 2")):
         if not usable(results, key):
             rows.append([label, why(results, key), "", "", "", ""])
             continue
         run = results[key]
         rows.append([label, fmt(run.search_s), fmt(3600 * n / run.search_s, 0), str(run.stopped()),
                      str(sum(t["folds"] for t in run.trials)), fmt(run.best_sharpe(), 3)])
-    if usable(results, "fifo2", "asha2"):
-        a, f = results["asha2"], results["fifo2"]
+    if usable(results, "fifo2_local", "asha2"):
+        a, f = results["asha2"], results["fifo2_local"]
         notes.append(f"ASHA/FIFO trials per hour {f.search_s / a.search_s:.2f}x; best Sharpe incl. stopped trials "
                      f"(fewer folds): ASHA {fmt(a.best_sharpe(False), 3)}, FIFO {fmt(f.best_sharpe(False), 3)}")
-    for key in ("asha2", "fifo2", "fifo2_asis", "serial"):
+    for key in ("asha2", "fifo2", "fifo2_local", "serial", "local"):
         run = results.get(key)
         if isinstance(run, TuneRun) and run.hung:
             notes.extend(hang_note(run))
@@ -733,7 +732,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="N=2, fewer DDP epochs, no as-is (cpus_per_worker 1) concurrency run (~6 min)")
     parser.add_argument("--n", type=int, default=None,
-                        help="trials per search (default 4: ~11 min here; --quick 2)")
+                        help="trials per search (default 12; --quick 4)")
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="training epochs per fold of the objective (tiny.yaml has 1: ~0.07 s of compute per fold)")
     parser.add_argument("--cold", action="store_true", help="also time a cold numba compile (~50 s here)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, results, Ray storage)")
     parser.add_argument("--child", choices=["tune", "ddp"], help=argparse.SUPPRESS)
@@ -745,35 +746,40 @@ def main() -> int:
         (child_tune if args.child == "tune" else child_ddp)(spec, Path(args.out))
         return 0
 
-    n = args.n or (2 if args.quick else 4)
+    n = args.n or (4 if args.quick else 12)
     tmp = Path(tempfile.mkdtemp(prefix="embedtune-bench-tuning-"))
-    log(f"N = {n}, temp dir {tmp}")
+    log(f"N = {n}, objective epochs {args.epochs}, temp dir {tmp}")
     started = time.perf_counter()
-    results: dict[str, Any] = {}
-    deadline = 90.0 + 60.0 * n  # generous: ~40 s per serial trial on this machine; a hang costs this much
+    results: dict[str, Any] = {"epochs": args.epochs}
+    deadline = 90.0 + 60.0 * n  # generous: ~40 s per serial TorchTrainer trial on this machine
+    objective = {"training": {"epochs": args.epochs}}
+    train = deep_update({"resources": {"num_workers": 1, "trial_cpus": 0.01}}, copy.deepcopy(objective))
+    local = deep_update({"resources": {"num_workers": 0, "cpus_per_worker": 1}}, copy.deepcopy(objective))
+    serial, two = {"search": {"max_concurrent": 1}}, {"search": {"max_concurrent": 2}}
+    asha = {"search": {"max_concurrent": 2, "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}}}
+
+    def variant(*parts: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for part in parts:
+            deep_update(out, copy.deepcopy(part))
+        return out
+
     try:
         guarded(results, "fresh", lambda: fresh_process(tmp, cold=False))
         if args.cold:
             guarded(results, "cold", lambda: fresh_process(tmp, cold=True))
-        guarded(results, "plain", lambda: plain_optuna(tmp, n))
-        serial = {"search": {"max_concurrent": 1}}
-        guarded(results, "serial", lambda: run_tune(tmp, "serial", n, serial, deadline))
-        local = deep_update({"resources": {"num_workers": 0}}, copy.deepcopy(serial))
-        # 1 trial shows a failure; N only if it works
-        guarded(results, "local", lambda: run_tune(tmp, "local", 1, local, deadline, retry=False))
-        if usable(results, "local") and n > 1:
-            guarded(results, "local", lambda: run_tune(tmp, "local", n, local, deadline))
-        two = {"search": {"max_concurrent": 2}}
-        if not args.quick:  # one batch of 2 shows it: the second trial's worker group waits for the first's
-            guarded(results, "fifo2_asis", lambda: run_tune(tmp, "fifo2_asis", 2, two, deadline))
-        fits = deep_update({"resources": {"cpus_per_worker": FITS}}, two)
-        guarded(results, "fifo2", lambda: run_tune(tmp, "fifo2", n, fits, deadline))
-        fifo = results.get("fifo2")
-        asha_deadline = max(120.0, 2.0 * fifo.search_s) if usable(results, "fifo2") else deadline
-        asha = deep_update({"search": {"scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}}},
-                           copy.deepcopy(fits))
-        guarded(results, "asha2", lambda: run_tune(tmp, "asha2", n, asha, asha_deadline))
-        ddp_config = write_config(tmp, "ddp", {"training": {"epochs": 4 if args.quick else 6}})
+        guarded(results, "plain", lambda: plain_optuna(tmp, n, objective))
+        guarded(results, "local", lambda: run_tune(tmp, "local", n, variant(local, serial), deadline))
+        guarded(results, "serial", lambda: run_tune(tmp, "serial", n, variant(train, serial), deadline))
+        guarded(results, "fifo2_local", lambda: run_tune(tmp, "fifo2_local", n, variant(local, two), deadline))
+        if not args.quick:
+            fits = {"resources": {"cpus_per_worker": FITS}}
+            guarded(results, "fifo2", lambda: run_tune(tmp, "fifo2", n, variant(train, fits, two), deadline))
+        fifo = results.get("fifo2_local")
+        asha_deadline = max(120.0, 2.0 * fifo.search_s) if usable(results, "fifo2_local") else deadline
+        guarded(results, "asha2", lambda: run_tune(tmp, "asha2", n, variant(local, asha), asha_deadline))
+        ddp_config = write_config(tmp, "ddp", {"training": {"epochs": 4 if args.quick else 6},
+                                               "resources": {"num_workers": 1}})
         guarded(results, "ddp", lambda: run_child("ddp", {"config": str(ddp_config), "tmp": str(tmp),
                                                           "probe_epochs": 20 if args.quick else 40,
                                                           "deadline_s": 300.0}, tmp, "ddp"))
