@@ -57,8 +57,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+#: Marks overrides that replace the base config (tiny.yaml) with quickstart.yaml's ensemble.
+BASE_KEY = "_base"
 OVERHEAD_GOAL = 0.15
 SPEEDUP_GOAL = 1.7
+ASHA_MULTIPLE = 3  # ASHA gets 3x FIFO's trials: stopping weak ones early should fit them in about FIFO's time
+ENSEMBLE_N = 4  # quickstart trials for the realistic-objective overhead (~40 s each here)
 FITS = 0.99  # cpus_per_worker with which 2 trials (0.01 CPU each) and their 2 workers fit in 2 CPUs
 
 
@@ -75,9 +80,16 @@ def deep_update(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return raw
 
 
+def base_config(overrides: dict[str, Any]) -> dict[str, Any]:
+    overrides = copy.deepcopy(overrides)
+    base = Path(overrides.pop(BASE_KEY, TINY))
+    return deep_update(yaml.safe_load(base.read_text()), overrides)
+
+
 def write_config(tmp: Path, name: str, overrides: dict[str, Any]) -> Path:
-    """A copy of tiny.yaml with overrides; all outputs (results, Optuna db, leaderboard db, feature cache) in tmp."""
-    raw = deep_update(yaml.safe_load(TINY.read_text()), copy.deepcopy(overrides))
+    """A copy of tiny.yaml (or ``overrides[BASE_KEY]``) with overrides; all outputs (results, Optuna db, leaderboard
+    db, feature cache) in tmp."""
+    raw = base_config(overrides)
     raw["name"] = name
     raw["output"] = {"root": str(tmp / "results"), "feature_cache": str(tmp / "feature_cache")}
     path = tmp / "configs" / f"{name}.yaml"
@@ -264,6 +276,9 @@ def ddp_probe_loop(loop_config: dict[str, Any]) -> None:
 def child_ddp(spec: dict[str, Any], out: Path) -> None:
     """A no-op TorchTrainer (worker-group start), then one fold's training with 1 and 2 DDP workers (one fit each),
     and the same fold in-process without Ray."""
+    from embedtune.tune.runner import TRAIN_POLL_ENV, TRAIN_POLL_S
+
+    os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))  # as embedtune's trials do
     import ray
     import torch
     from ray.train import RunConfig, ScalingConfig
@@ -399,7 +414,7 @@ def run_tune_once(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadl
     path = write_config(tmp, name, deep_update({"search": {"num_samples": n}}, overrides))
     log(f"{name}: {n} trials, overrides {overrides}, deadline {deadline_s:.0f} s")
     started = time.perf_counter()
-    need = float(deep_update(yaml.safe_load(TINY.read_text()), copy.deepcopy(overrides))["resources"]["cpus_per_worker"])
+    need = float(base_config(overrides)["resources"]["cpus_per_worker"])
     raw = run_child("tune", {"config": str(path), "output_root": str(tmp / "results"), "name": name,
                              "deadline_s": deadline_s, "need_cpu": need}, tmp, name)
     run = TuneRun(name, n, raw)
@@ -411,7 +426,7 @@ def run_tune_once(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadl
     return run
 
 
-def plain_optuna(tmp: Path, n: int, objective: dict[str, Any]) -> dict[str, Any]:
+def plain_optuna(tmp: Path, n: int, objective: dict[str, Any], name: str = "plain") -> dict[str, Any]:
     """The alternative to Tune: Optuna's own ask/tell loop calling run_folds in this process, serially."""
     import optuna
     import torch
@@ -423,7 +438,7 @@ def plain_optuna(tmp: Path, n: int, objective: dict[str, Any]) -> dict[str, Any]
     from embedtune.tune.objectives import objective_key
     from embedtune.tune.space import optuna_space, trial_config
 
-    path = write_config(tmp, "plain", deep_update({"search": {"num_samples": n, "max_concurrent": 1}},
+    path = write_config(tmp, name, deep_update({"search": {"num_samples": n, "max_concurrent": 1}},
                                                   copy.deepcopy(objective)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what a Ray worker with cpus_per_worker 1 gets (OMP_NUM_THREADS=1)
@@ -455,7 +470,7 @@ def plain_optuna(tmp: Path, n: int, objective: dict[str, Any]) -> dict[str, Any]
             params.append(dict(trial.params))
     finally:
         torch.set_num_threads(threads)
-    log(f"plain optuna: {sum(per_trial):.1f} s for {n} trials (+{prepare_s:.1f} s prepare)")
+    log(f"{name} optuna: {sum(per_trial):.1f} s for {n} trials (+{prepare_s:.1f} s prepare)")
     return {"prepare_s": prepare_s, "per_trial": per_trial, "fold_s": fold_s, "params": params}
 
 
@@ -585,6 +600,17 @@ def report(results: dict[str, Any], n: int) -> str:
                          fmt(run.per_trial_s - p, 2), "yes" if over <= OVERHEAD_GOAL else "NO"])
     else:
         rows.append(["plain Optuna loop", why(results, "plain"), "", "", "", ""])
+    if "plain_ensemble" in results:
+        label = f"after, quickstart's ensemble trial (N={ENSEMBLE_N}; plain loop {{}} s/trial)"
+        if usable(results, "plain_ensemble", "local_ensemble"):
+            pe = sum(results["plain_ensemble"]["per_trial"]) / ENSEMBLE_N
+            run = results["local_ensemble"]
+            over = run.per_trial_s / pe - 1
+            rows.append([label.format(fmt(pe)), fmt(run.per_trial_s, 2), f"{run.per_trial_s / pe:.2f}x",
+                         f"{over:+.0%}", fmt(run.per_trial_s - pe, 2), "yes" if over <= OVERHEAD_GOAL else "NO"])
+        else:
+            rows.append([label.format("?"), why(results, "local_ensemble" if usable(results, "plain_ensemble")
+                                                else "plain_ensemble"), "", "", "", ""])
     for key in ("serial", "local"):
         if usable(results, "plain", key):
             run = results[key]
@@ -601,7 +627,8 @@ def report(results: dict[str, Any], n: int) -> str:
 
     # 2. concurrency ------------------------------------------------------------------------------------------
     rows = []
-    for base_key, key, label in (("local", "fifo2_local", "num_workers 0, 2 trials x 1 CPU"),
+    for base_key, key, label in (("local", "fifo2_local", "num_workers 0, 2 trials x 1 CPU, batched (default)"),
+                                 ("local", "fifo2_local_unbatched", "num_workers 0, 2 x 1 CPU, search.batched false"),
                                  ("serial", "fifo2", f"TorchTrainer 1 worker x {FITS} CPU, 2 trials")):
         if key not in results:
             continue
@@ -613,7 +640,10 @@ def report(results: dict[str, Any], n: int) -> str:
         rows.append([label, str(run.n), fmt(run.search_s), fmt(run.per_trial_s, 2), f"{speed:.2f}x",
                      "yes" if speed >= SPEEDUP_GOAL else "NO"])
     notes = ["speedup = the same variant's serial s/trial / concurrent s/trial (Tuner.fit() wall / N), max_concurrent "
-             "2 batched; a TorchTrainer trial holds 0.01 CPU besides its worker's, hence 0.99-CPU workers"]
+             "2; a TorchTrainer trial holds 0.01 CPU besides its worker's, hence 0.99-CPU workers",
+             "batched (reproducible proposals): a batch waits for its slowest trial, and Tune keeps only one idle "
+             "trial actor while no trial is staged, so each batch of 2 starts one fresh actor (imports, ~5 s here); "
+             "unbatched, a freed actor takes the next trial at once"]
     notes += [f"{k}: first attempt's trials all failed ({r.retried[:100]}); these numbers are the retry"
               for k, r in results.items() if isinstance(r, TuneRun) and r.retried]
     parts.append(table("2. 2 concurrent trials (batched) on 2 cores vs serial",
@@ -637,8 +667,9 @@ def report(results: dict[str, Any], n: int) -> str:
                      f"ray.train.report per epoch (times from Train's controller); torch threads per worker "
                      f"{ddp['ddp1']['threads']}/{ddp['ddp2']['threads']}")
         notes.append(f"with checkpoints an epoch takes {fmt(ddp['samples_per_epoch'] / base_ckpt, 2)} s whatever the "
-                     "worker count: Train V2 takes one report per controller poll (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, "
-                     "default 2 s; the worker's result queue holds 1), so ray.train.report blocks until the next poll")
+                     "worker count: Train V2 takes one report per controller poll (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: "
+                     "Ray's default 2 s, embedtune's 0.25 s; the worker's result queue holds 1), so ray.train.report "
+                     "blocks until the next poll")
     else:
         rows.append(["DDP", "HUNG" if isinstance(ddp, dict) and ddp.get("hung") else why(results, "ddp"),
                      "", "", "", ""])
@@ -647,25 +678,30 @@ def report(results: dict[str, Any], n: int) -> str:
                         "fit() s"], rows, notes))
 
     # 4. ASHA -------------------------------------------------------------------------------------------------
-    rows, notes = [], [f"N = {n} trials each, 2 at a time, num_workers 0, rung = fold (max_t 3); best "
-                       "Sharpe over trials that ran all 3 folds"]
+    rows, notes = [], [f"FIFO {n} trials, ASHA {ASHA_MULTIPLE * n}; 2 at a time (batched), num_workers 0, rung = "
+                       "fold (max_t 3); best Sharpe over trials that ran all 3 folds (the same out-of-sample span)"]
     for key, label in (("fifo2_local", "FIFO (baseline)"), ("asha2", "ASHA grace 1, reduction 2")):
         if not usable(results, key):
-            rows.append([label, why(results, key), "", "", "", ""])
+            rows.append([label, why(results, key), "", "", "", "", ""])
             continue
         run = results[key]
-        rows.append([label, fmt(run.search_s), fmt(3600 * n / run.search_s, 0), str(run.stopped()),
+        rows.append([label, str(run.n), fmt(run.search_s), fmt(3600 * run.n / run.search_s, 0), str(run.stopped()),
                      str(sum(t["folds"] for t in run.trials)), fmt(run.best_sharpe(), 3)])
     if usable(results, "fifo2_local", "asha2"):
         a, f = results["asha2"], results["fifo2_local"]
-        notes.append(f"ASHA/FIFO trials per hour {f.search_s / a.search_s:.2f}x; best Sharpe incl. stopped trials "
-                     f"(fewer folds): ASHA {fmt(a.best_sharpe(False), 3)}, FIFO {fmt(f.best_sharpe(False), 3)}")
+        gain = (a.n / a.search_s) / (f.n / f.search_s)
+        verdict = "equal or better" if a.best_sharpe() >= f.best_sharpe() else "WORSE"
+        notes.append(f"ASHA/FIFO trials per hour {gain:.2f}x in {a.search_s / f.search_s:.2f}x FIFO's time; best "
+                     f"Sharpe of a finished trial {verdict} ({fmt(a.best_sharpe(), 3)} vs {fmt(f.best_sharpe(), 3)}); "
+                     f"incl. stopped trials (fewer folds): ASHA {fmt(a.best_sharpe(False), 3)}, "
+                     f"FIFO {fmt(f.best_sharpe(False), 3)}")
     for key in ("asha2", "fifo2", "fifo2_local", "serial", "local"):
         run = results.get(key)
         if isinstance(run, TuneRun) and run.hung:
             notes.extend(hang_note(run))
-    parts.append(table("4. ASHA vs FIFO, same budget of N trials",
-                       ["scheduler", "search s", "trials/h", "stopped early", "folds run", "best Sharpe"], rows, notes))
+    parts.append(table("4. ASHA vs FIFO: trials per hour and the best Sharpe found",
+                       ["scheduler", "trials", "search s", "trials/h", "stopped early", "folds run", "best Sharpe"],
+                       rows, notes))
 
     # 5. breakdown --------------------------------------------------------------------------------------------
     rows, notes = [], []
@@ -689,7 +725,7 @@ def report(results: dict[str, Any], n: int) -> str:
             pf = [x for fold_s in plain["fold_s"] for x in fold_s]
             compute = mean(pf[1:]) * 3
             rows.append(["  of which compute: train + backtest (in-process timing)", fmt(compute, 2), ""])
-            rows.append(["  of which fold checkpoint + ray.train.report (1 per 2-s poll)", fmt(folds - compute), ""])
+            rows.append(["  of which checkpoints + ray.train.report (1 per Train poll)", fmt(folds - compute), ""])
             notes.append(f"plain loop's very first fold (numba cache load, torch warm-up: once per process) "
                          f"{fmt(pf[0], 2)} s vs {fmt(mean(pf[1:]), 2)} s per later fold")
         rows.append(["total per trial (serial Tuner.fit() / N)", fmt(per), "100%"])
@@ -771,13 +807,23 @@ def main() -> int:
         guarded(results, "plain", lambda: plain_optuna(tmp, n, objective))
         guarded(results, "local", lambda: run_tune(tmp, "local", n, variant(local, serial), deadline))
         guarded(results, "serial", lambda: run_tune(tmp, "serial", n, variant(train, serial), deadline))
+        if not args.quick:  # a realistic trial: quickstart's ensemble (chain transformer, GNN, fusion, pretraining)
+            ensemble = {BASE_KEY: str(QUICKSTART), "search": {"uncertainty_baseline": False}}
+            guarded(results, "plain_ensemble", lambda: plain_optuna(tmp, ENSEMBLE_N, ensemble, "plain_ensemble"))
+            guarded(results, "local_ensemble", lambda: run_tune(tmp, "local_ensemble", ENSEMBLE_N,
+                                                                variant(ensemble, serial), 900.0))
         guarded(results, "fifo2_local", lambda: run_tune(tmp, "fifo2_local", n, variant(local, two), deadline))
+        unbatched = {"search": {"batched": False}}
+        guarded(results, "fifo2_local_unbatched", lambda: run_tune(tmp, "fifo2_local_unbatched", n,
+                                                                   variant(local, two, unbatched), deadline))
         if not args.quick:
             fits = {"resources": {"cpus_per_worker": FITS}}
             guarded(results, "fifo2", lambda: run_tune(tmp, "fifo2", n, variant(train, fits, two), deadline))
         fifo = results.get("fifo2_local")
-        asha_deadline = max(120.0, 2.0 * fifo.search_s) if usable(results, "fifo2_local") else deadline
-        guarded(results, "asha2", lambda: run_tune(tmp, "asha2", n, variant(local, asha), asha_deadline))
+        asha_deadline = max(120.0, 3.0 * fifo.search_s) if usable(results, "fifo2_local") else deadline
+        # Same wall-clock budget, not the same trial count: what pruning buys is more trials in the time FIFO takes.
+        guarded(results, "asha2", lambda: run_tune(tmp, "asha2", ASHA_MULTIPLE * n, variant(local, asha),
+                                                   asha_deadline))
         ddp_config = write_config(tmp, "ddp", {"training": {"epochs": 4 if args.quick else 6},
                                                "resources": {"num_workers": 1}})
         guarded(results, "ddp", lambda: run_child("ddp", {"config": str(ddp_config), "tmp": str(tmp),

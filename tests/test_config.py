@@ -1,6 +1,8 @@
 """Strict config: every mistake names its key path, one line, before anything runs."""
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from embedtune.config import load_config, parse_config
+from embedtune.config import dump_config, load_config, parse_config
 from embedtune.errors import ConfigError
 
 QUICKSTART = Path("configs/quickstart.yaml")
@@ -127,3 +129,67 @@ def test_hash_ignores_where_it_runs_but_not_what_it_computes() -> None:
     cfg = load_config(QUICKSTART)
     assert cfg.with_overrides({"output.root": "/elsewhere", "resources.num_workers": 2}).config_hash == cfg.config_hash
     assert cfg.with_overrides({"seed": cfg.seed + 1}).config_hash != cfg.config_hash
+
+
+def cpcv(**walk_forward: object) -> dict:
+    raw = quickstart()
+    raw["walk_forward"] = {"scheme": "cpcv", "n_groups": 6, "n_test_groups": 2, "purge_bars": 5, "embargo_bars": 5,
+                           **walk_forward}
+    return raw
+
+
+def test_cpcv_is_a_scheme_with_split_and_path_counts() -> None:
+    cfg = parse_config(cpcv(), "exp.yaml")
+    assert cfg.walk_forward.scheme == "cpcv"
+    assert (cfg.walk_forward.n_splits, cfg.walk_forward.n_paths) == (15, 5)
+    wide = parse_config(cpcv(n_groups=10, n_test_groups=3), "exp.yaml").walk_forward
+    assert (wide.n_splits, wide.n_paths) == (120, 36)
+    rolling = load_config(QUICKSTART).walk_forward
+    assert (rolling.n_splits, rolling.n_paths) == (rolling.n_folds, 1) == (3, 1)
+    assert cfg.config_hash != parse_config(cpcv(n_groups=7), "exp.yaml").config_hash
+    # The run's saved config (every key written out, defaults included) loads back as the same experiment.
+    again = parse_config(yaml.safe_load(dump_config(cfg)), "run.yaml")
+    assert again == cfg and again.config_hash == cfg.config_hash
+
+
+@pytest.mark.parametrize("walk_forward, key", [
+    (dict(n_test_groups=6), "walk_forward.n_test_groups"),
+    (dict(n_test_groups=1), "walk_forward.n_test_groups"),
+    (dict(n_groups=2), "walk_forward.n_groups"),
+    (dict(n_groups=30, n_test_groups=10), "walk_forward.n_test_groups"),
+    (dict(n_folds=4), "walk_forward.n_folds"),
+    (dict(test_bars=100), "walk_forward.test_bars"),
+    (dict(train_bars=None), "walk_forward.train_bars"),
+    (dict(embargo_bars=3), "walk_forward.embargo_bars"),
+    (dict(purge_bars=4), "walk_forward.purge_bars"),
+    (dict(scheme="rolling", n_groups=8), "walk_forward.n_groups"),
+    (dict(scheme="anchored", n_test_groups=3), "walk_forward.n_test_groups"),
+    (dict(scheme="kfold"), "walk_forward.scheme"),
+])
+def test_bad_cpcv_values_name_their_key_path(walk_forward: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(cpcv(**walk_forward), "exp.yaml")
+    assert info.value.key == key
+    assert "\n" not in str(info.value)
+
+
+def test_walk_forward_hashes_are_those_from_before_cpcv() -> None:
+    """The cpcv keys (and the scheduling switch search.batched) are left out of a walk-forward config's hash, so its
+    trial seeds did not change."""
+    cfg = load_config(QUICKSTART)
+    science = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "resources")}
+    del science["walk_forward"]["n_groups"], science["walk_forward"]["n_test_groups"], science["search"]["batched"]
+    canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
+    assert cfg.config_hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert parse_config(cpcv(), "exp.yaml").config_hash != cfg.config_hash
+    assert cfg.with_overrides({"search.batched": False}).config_hash == cfg.config_hash
+
+
+@pytest.mark.parametrize("dotted", ["walk_forward.n_folds", "labels.horizon", "data.start", "objective.capital"])
+def test_searching_what_is_prepared_once_for_all_trials_is_refused(dotted: str) -> None:
+    """Data, labels and folds are built once from the base config: a trial with another value would be scored on
+    folds that do not match its own config hash."""
+    raw = {"name": "x", "search": {"space": {dotted: {"type": "choice", "values": [1, 2]}}}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert err.value.key == f"search.space.{dotted}" and "fixed for the whole experiment" in err.value.message

@@ -1,6 +1,8 @@
 """DDP and recovery, checked against the single-process run they must reproduce."""
 from __future__ import annotations
 
+import copy
+
 import os
 import socket
 import subprocess
@@ -36,7 +38,9 @@ def test_a_resumed_fold_makes_the_same_updates_as_an_uninterrupted_one() -> None
     cfg, data = setup()
     fold = data.folds[0]
     states: dict[int, dict] = {}
-    full = fit_fold(cfg, data, fold, seed=5, on_epoch=lambda epoch, state: states.__setitem__(epoch, state))
+    # The states passed are live views of the training objects: keeping one means copying it.
+    full = fit_fold(cfg, data, fold, seed=5,
+                    on_epoch=lambda epoch, state: states.__setitem__(epoch, copy.deepcopy(state)))
     assert sorted(states) == [0, 1]  # the last epoch is covered by the fold's own checkpoint
     resumed = fit_fold(cfg, data, fold, seed=5, resume=states[0])
     pd.testing.assert_frame_equal(full.predictions, resumed.predictions)

@@ -1,6 +1,8 @@
 """The training loop in-process: deterministic, every parameter learns, lambdas weight the heads."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,3 +96,118 @@ def test_every_ensemble_parameter_learns_and_fusion_weights_are_returned() -> No
     weights = torch.stack([out[f"fusion_{s}"] for s in cfg.model.sources], dim=1)
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(48))
     assert out["embedding"].shape == (48, cfg.model.fusion.out_dim)
+
+
+# ------------------------------------------------------------------------------ CPCV through run_folds
+
+CPCV_CONFIG = {
+    "name": "cpcv-e2e", "seed": 5, "data": {"source": "synthetic"}, "features": {"base": {}}, "labels": {"horizon": 5},
+    "model": {"type": "temporal_transformer", "window": 8, "d_model": 8, "n_heads": 2, "n_layers": 1,
+              "dim_feedforward": 16, "embedding_dim": 4},
+    "training": {"epochs": 1, "batch_size": 32},
+    "walk_forward": {"scheme": "cpcv", "n_groups": 4, "n_test_groups": 2, "purge_bars": 5, "embargo_bars": 4},
+    "strategy": {"name": "direction_threshold", "params": {"threshold": 0.0}},
+    "search": {"num_samples": 1, "max_concurrent": 1, "uncertainty_baseline": False},
+    "output": {"feature_cache": None},
+}
+
+
+@pytest.fixture(scope="module")
+def cpcv_run():
+    from pathlib import Path
+
+    from embedtune.config import parse_config
+    from embedtune.data.synthetic_market import generate_market
+    from embedtune.strategy import load_strategy
+    from embedtune.train.loop import run_folds
+
+    cfg = parse_config(CPCV_CONFIG, "cpcv.yaml")
+    data = prepare(cfg, market=generate_market(n_bars=300, seed=11, signal_strength=0.3))
+    strategy = load_strategy(cfg.strategy.name, cfg.strategy.params, Path("strategies"))
+    reports: list = []
+    final = run_folds(cfg, data, strategy, reports.append, device=torch.device("cpu"))
+    return cfg, data, strategy, reports, final
+
+
+def _independent_paths(cfg, data, strategy, split_predictions: list[pd.DataFrame]) -> list[np.ndarray]:
+    """Each path's strategy returns, rebuilt from the definitions: groups by np.array_split of the samples, path p
+    takes on group g the p-th split (in combination order) that tests g; then one backtest per path."""
+    from itertools import combinations
+
+    from embedtune.backtest.portfolio import run_backtest
+
+    wf = cfg.walk_forward
+    combos = list(combinations(range(wf.n_groups), wf.n_test_groups))
+    groups = np.array_split(np.arange(data.first_sample, len(data.bars)), wf.n_groups)
+    out = []
+    for p in range(wf.n_paths):
+        parts = []
+        for g, positions in enumerate(groups):
+            split = [i for i, c in enumerate(combos) if g in c][p]
+            parts.append(split_predictions[split].loc[data.index[positions]])
+        path = pd.concat(parts)
+        assert path.index.is_monotonic_increasing and path.index.is_unique
+        assert len(path) == len(data.bars) - data.first_sample
+        bars = data.bars.loc[path.index[0]: path.index[-1]]
+        result = run_backtest(bars, strategy.positions(path, bars), fees=cfg.strategy.fees,
+                              slippage=cfg.strategy.slippage)
+        out.append(result.returns.to_numpy())
+    return out
+
+
+def test_cpcv_run_reports_after_every_split_and_ends_with_the_path_means(cpcv_run) -> None:
+    cfg, data, strategy, reports, final = cpcv_run
+    assert [r.fold for r in reports] == list(range(cfg.walk_forward.n_splits)) == list(range(6))
+    assert [r.metrics["fold"] for r in reports] == list(range(6))
+    # Reports before the end come from the paths' gap-free prefixes; coverage only grows.
+    coverage = [r.metrics["path_coverage"] for r in reports]
+    assert coverage == sorted(coverage) and coverage[-1] == 1.0 and coverage[0] == pytest.approx(2 / 12)
+    assert [r.metrics["paths_complete"] for r in reports][-1] == 3 == reports[-1].metrics["n_paths"]
+    for r in reports:
+        assert math.isfinite(r.metrics["objective_sharpe"])
+        assert {"fold_sharpe", "fold_max_drawdown", "train_loss"} <= set(r.metrics)
+
+    returns = _independent_paths(cfg, data, strategy, [r.outcome.predictions for r in reports])
+    assert not any(np.isnan(r).any() for r in returns)
+    sharpes = np.array([r.mean() / r.std(ddof=1) * np.sqrt(data.periods_per_year) for r in returns])
+    metrics = reports[-1].metrics
+    assert metrics["sharpe"] == pytest.approx(sharpes.mean(), rel=1e-9, abs=1e-12)
+    assert metrics["sharpe_path_std"] == pytest.approx(sharpes.std(), rel=1e-9, abs=1e-12)
+    assert metrics["sharpe_path_min"] == pytest.approx(sharpes.min(), rel=1e-9, abs=1e-12)
+    assert metrics["sharpe_path_max"] == pytest.approx(sharpes.max(), rel=1e-9, abs=1e-12)
+    assert metrics["objective_sharpe"] == metrics["sharpe"]
+    totals = np.array([np.prod(1.0 + r) - 1.0 for r in returns])
+    assert metrics["total_return"] == pytest.approx(totals.mean(), rel=1e-9, abs=1e-12)
+    # The trial's out-of-sample frame (DSR, PBO, equity chart): path 0's backtest, every path's returns alongside.
+    frame = final.frame
+    assert frame.index.equals(data.index[data.first_sample:])
+    np.testing.assert_array_equal(frame["strategy_return"], returns[0])
+    for p, r in enumerate(returns):
+        np.testing.assert_array_equal(frame[f"strategy_return_path_{p}"], r)
+    np.testing.assert_allclose(frame["equity"], np.cumprod(1.0 + returns[0]), rtol=1e-12)
+    # Before the last split the frame is path 0's prefix: split 0 (groups 0, 1) gives the first half of the bars.
+    first = reports[0].evaluation.frame
+    assert first.index.equals(data.index[data.cpcv.groups[0][0]: data.cpcv.groups[1][-1] + 1])
+    assert final.metrics == {k: v for k, v in metrics.items() if k in final.metrics}
+    # The split's own numbers: its test groups 0 and 1 are adjacent, so split 0 is one gap-free run.
+    from embedtune.evaluation import evaluate_oos
+
+    own = evaluate_oos(cfg, data, reports[0].outcome.predictions, strategy).metrics
+    assert reports[0].metrics["fold_sharpe"] == own["sharpe"]
+
+
+def test_cpcv_run_resumed_mid_way_reports_what_an_uninterrupted_one_does(cpcv_run) -> None:
+    from embedtune.train.loop import run_folds
+
+    cfg, data, strategy, reports, _ = cpcv_run
+    previous = pd.concat([r.outcome.predictions for r in reports[:3]])  # what the worker checkpoints
+    resumed: list = []
+    run_folds(cfg, data, strategy, resumed.append, device=torch.device("cpu"), start_fold=3, previous=previous)
+    assert [r.fold for r in resumed] == [3, 4, 5]
+    for a, b in zip(reports[3:], resumed, strict=True):
+        assert a.metrics.keys() == b.metrics.keys()
+        np.testing.assert_array_equal(np.array(list(a.metrics.values()), dtype=float),
+                                      np.array(list(b.metrics.values()), dtype=float))
+        pd.testing.assert_frame_equal(a.evaluation.frame, b.evaluation.frame)
+    with pytest.raises(ValueError, match="needs the"):
+        run_folds(cfg, data, strategy, resumed.append, start_fold=3, previous=previous.iloc[:-1])

@@ -34,7 +34,9 @@ def _cmd_validate_config(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     data = prepare(cfg, args.config)
-    print(f"{args.config}: ok (config hash {cfg.config_hash}; {len(data.bars)} bars, {len(data.folds)} folds, "
+    folds = (f"{len(data.folds)} CPCV splits on {data.cpcv.n_paths} paths" if data.cpcv is not None
+             else f"{len(data.folds)} folds")
+    print(f"{args.config}: ok (config hash {cfg.config_hash}; {len(data.bars)} bars, {folds}, "
           f"{len(data.feature_names)} features)")
     return 0
 

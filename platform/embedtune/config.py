@@ -190,13 +190,65 @@ class TrainingConfig(Strict):
     compile_backend: str = "inductor"
 
 
+#: Most trainings one trial may run under ``scheme: cpcv`` (C(n_groups, n_test_groups)); a typo such as
+#: ``n_groups: 60`` must fail at load time, not after a day of training.
+MAX_CPCV_SPLITS = 1000
+WALK_FORWARD_ONLY = ("n_folds", "test_bars", "train_bars")
+CPCV_ONLY = ("n_groups", "n_test_groups")
+#: Sections the driver prepares once for all trials (bars, labels, folds, output places): not searchable.
+PREPARED_ONCE = ("data", "labels", "walk_forward", "resources", "output", "search", "objective")
+
+
 class WalkForwardConfig(Strict):
-    scheme: Literal["rolling", "anchored"] = "rolling"
+    """How samples are split into training and out-of-sample test sets.
+
+    ``rolling`` / ``anchored``: walk-forward, ``n_folds`` consecutive test blocks of ``test_bars`` at the end of the
+    data, each trained on the ``train_bars`` before it (anchored: on all history). ``cpcv``: combinatorial purged
+    cross-validation (Lopez de Prado, AFML ch. 12): all samples cut into ``n_groups`` contiguous groups, one split per
+    choice of ``n_test_groups`` of them, purged and embargoed around every test group, backtested along the
+    ``n_test_groups / n_groups * C(n_groups, n_test_groups)`` paths. Keys of the other kind of scheme must stay at
+    their defaults (they would be silently ignored otherwise).
+    """
+
+    scheme: Literal["rolling", "anchored", "cpcv"] = "rolling"
     n_folds: int = Field(default=3, ge=1)
     test_bars: int = Field(default=250, ge=1)
     train_bars: int | None = Field(default=750, ge=10)
     purge_bars: int = Field(default=5, ge=0)
     embargo_bars: int = Field(default=5, ge=0)
+    #: cpcv only: N contiguous groups over all samples ...
+    n_groups: int = Field(default=6, ge=3)
+    #: ... of which each split tests on k (2 <= k < N; k = 1 would give a single path and no path distribution).
+    n_test_groups: int = Field(default=2, ge=2)
+
+    @model_validator(mode="after")
+    def _scheme_keys(self) -> "WalkForwardConfig":
+        fields = type(self).model_fields
+        if self.scheme != "cpcv":
+            for name in CPCV_ONLY:
+                if getattr(self, name) != fields[name].default:
+                    raise ValueError(f"{name}: only used by scheme cpcv (scheme is {self.scheme})")
+            return self
+        for name in WALK_FORWARD_ONLY:
+            if getattr(self, name) != fields[name].default:
+                raise ValueError(f"{name}: not used by scheme cpcv (it runs C(n_groups, n_test_groups) splits over "
+                                 "all samples); remove it")
+        if self.n_test_groups >= self.n_groups:
+            raise ValueError(f"n_test_groups: must be below n_groups ({self.n_groups}), got {self.n_test_groups}")
+        if self.n_splits > MAX_CPCV_SPLITS:
+            raise ValueError(f"n_test_groups: C({self.n_groups}, {self.n_test_groups}) = {self.n_splits} trainings "
+                             f"per trial exceeds {MAX_CPCV_SPLITS}; use fewer groups")
+        return self
+
+    @property
+    def n_splits(self) -> int:
+        """Folds a trial trains, and reports after, in order: ``n_folds``, or C(n_groups, n_test_groups) for cpcv."""
+        return math.comb(self.n_groups, self.n_test_groups) if self.scheme == "cpcv" else self.n_folds
+
+    @property
+    def n_paths(self) -> int:
+        """Backtest paths: 1 for walk-forward (the joined test blocks), k/N * C(N, k) = C(N-1, k-1) for cpcv."""
+        return math.comb(self.n_groups - 1, self.n_test_groups - 1) if self.scheme == "cpcv" else 1
 
 
 class StrategyConfig(Strict):
@@ -292,6 +344,11 @@ class SchedulerConfig(Strict):
 class SearchConfig(Strict):
     num_samples: int = Field(default=8, ge=1)
     max_concurrent: int = Field(default=2, ge=1)
+    #: Start trials in batches of ``max_concurrent``: the sampler proposes a batch only after the previous one
+    #: finished, so the same config and seed propose the same trials (reproducible leaderboards). ``false`` starts a
+    #: trial as soon as a slot frees (no idle slot while a batch's slowest trial runs, and reused trial actors stay
+    #: busy), at the price of proposals that depend on the order in which trials finish.
+    batched: bool = True
     #: ``tpe`` (single objective), ``nsga2`` (multi-objective; the default when objective.metrics is set), ``random``.
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     n_startup_trials: int = Field(default=4, ge=1)
@@ -391,6 +448,12 @@ NON_SCIENTIFIC_SECTIONS = frozenset({"output", "resources"})
 
 def config_hash(config: ExperimentConfig) -> str:
     science = {k: v for k, v in config.model_dump(mode="json").items() if k not in NON_SCIENTIFIC_SECTIONS}
+    if science["walk_forward"]["scheme"] != "cpcv":
+        # Inert (and held at their defaults) outside cpcv: left out so walk-forward hashes, and the trial seeds
+        # derived from them, are those of the configs written before cpcv existed.
+        for key in CPCV_ONLY:
+            science["walk_forward"].pop(key)
+    science["search"].pop("batched")  # scheduling, like resources: it never changes what a trial computes
     canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -439,6 +502,11 @@ def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
         errors.append(("walk_forward.purge_bars",
                        f"purge {wf.purge_bars} is shorter than the label horizon {labels.horizon}: "
                        "training labels would reach into the test segment"))
+    if wf.scheme == "cpcv" and wf.embargo_bars < labels.horizon - 1:
+        errors.append(("walk_forward.embargo_bars",
+                       f"embargo {wf.embargo_bars} is below label horizon - 1 = {labels.horizon - 1}: cpcv also "
+                       "trains on the samples right after each test group, and their labels would share bars with "
+                       "the test group's labels"))
     model = config.model
     needs_chains = model.type == "ensemble" and (model.chain.enabled or model.graph.enabled)
     if needs_chains and config.data.option_chains == "none":
@@ -458,6 +526,11 @@ def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
         errors.append(("strategy.name" if key in ("", "name") else f"strategy.params.{key}", msg))
     raw = config.model_dump(mode="json")
     for dotted, param in config.search.space.items():
+        if dotted.split(".")[0] in PREPARED_ONCE:
+            errors.append((f"search.space.{dotted}", f"{dotted.split('.')[0]}.* is fixed for the whole experiment "
+                           "(data, labels and folds are prepared once, before the trials); run one experiment per "
+                           "value instead"))
+            continue
         try:
             current = get_path(raw, dotted)
         except KeyError:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from embedtune.backtest.metrics import periods_per_year
-from embedtune.backtest.splits import Fold, walk_forward_folds
+from embedtune.backtest.splits import CPCVLayout, Fold, combinatorial_purged_folds, cpcv_layout, walk_forward_folds
 from embedtune.chains.graph import build_graphs
 from embedtune.chains.tensorize import ChainTensors, tensorize_chains
 from embedtune.config import ExperimentConfig
@@ -46,6 +46,8 @@ class PreparedData:
     dropped_features: tuple[str, ...] = ()
     #: What is synthetic and how it was made (from ``MarketData.notes``), carried into every report.
     notes: dict[str, str] | None = None
+    #: ``walk_forward.scheme: cpcv`` only: groups (bar positions), each split's test groups and the backtest paths.
+    cpcv: CPCVLayout | None = None
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -53,7 +55,8 @@ class PreparedData:
 
     @property
     def oos_positions(self) -> np.ndarray:
-        return np.concatenate([f.test for f in self.folds])
+        """Every bar predicted out of sample, once, in time order (cpcv predicts each bar in several splits)."""
+        return np.unique(np.concatenate([f.test for f in self.folds]))
 
     @property
     def families(self) -> list[str]:
@@ -86,11 +89,20 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
     first_sample = warmup + cfg.model.window - 1
     n_samples = len(features) - first_sample
     wf = cfg.walk_forward
+    cpcv = None
     try:
-        folds = walk_forward_folds(
-            n_samples, n_folds=wf.n_folds, test_size=wf.test_bars, train_size=wf.train_bars,
-            purge=wf.purge_bars, embargo=wf.embargo_bars, horizon=cfg.labels.horizon, scheme=wf.scheme,
-        )
+        if wf.scheme == "cpcv":
+            _check_cpcv_groups(cfg, n_samples, len(features), first_sample, config_path)
+            folds = combinatorial_purged_folds(
+                n_samples, n_groups=wf.n_groups, n_test_groups=wf.n_test_groups, purge=wf.purge_bars,
+                embargo=wf.embargo_bars, horizon=cfg.labels.horizon,
+            )
+            cpcv = cpcv_layout(len(features), wf.n_groups, wf.n_test_groups, first_valid=first_sample)
+        else:
+            folds = walk_forward_folds(
+                n_samples, n_folds=wf.n_folds, test_size=wf.test_bars, train_size=wf.train_bars,
+                purge=wf.purge_bars, embargo=wf.embargo_bars, horizon=cfg.labels.horizon, scheme=wf.scheme,
+            )
     except ValueError as err:
         raise ConfigError(config_path, "walk_forward",
                           f"{err} (data has {len(features)} bars, {n_samples} after a warm-up of {first_sample})"
@@ -103,8 +115,23 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
         bars=market.bars, features=features.to_numpy(np.float32), feature_names=list(features.columns),
         labels=labels[list(LABEL_COLUMNS)].to_numpy(np.float32), first_sample=first_sample, folds=folds,
         periods_per_year=periods_per_year(market.bars.index), regimes=regimes, chains=chains, graphs=graphs,
-        dropped_features=tuple(empty), notes=dict(market.notes),
+        dropped_features=tuple(empty), notes=dict(market.notes), cpcv=cpcv,
     )
+
+
+def _check_cpcv_groups(cfg: ExperimentConfig, n_samples: int, n_bars: int, first_sample: int,
+                       config_path: str) -> None:
+    """Every group must outlast the purge and embargo around its neighbours: a training group between two test
+    groups loses ``purge_bars`` samples at its end and ``embargo_bars`` at its start and must keep some."""
+    wf = cfg.walk_forward
+    smallest = n_samples // wf.n_groups
+    needed = wf.purge_bars + wf.embargo_bars + 1
+    if smallest < needed:
+        raise ConfigError(
+            config_path, "walk_forward.n_groups",
+            f"{wf.n_groups} groups of the {max(n_samples, 0)} samples (data has {n_bars} bars, warm-up "
+            f"{first_sample}) hold {max(smallest, 0)} each, but each needs purge_bars + embargo_bars + 1 = {needed}: "
+            "use fewer groups or more data")
 
 
 def chain_inputs(cfg: ExperimentConfig, market: MarketData, config_path: str

@@ -244,8 +244,7 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
                  "hash": data.data_hash, "bars": len(data.bars),
                  "start": str(data.index[0]), "end": str(data.index[-1]), "features": data.feature_names,
                  "dropped_features": list(data.dropped_features), "notes": data.notes or {}},
-        "folds": [{"fold": f.index, "train": [str(data.index[f.train[0]]), str(data.index[f.train[-1]])],
-                   "test": [str(data.index[f.test[0]]), str(data.index[f.test[-1]])]} for f in data.folds],
+        "folds": test_windows(data),
         "objective": {"metric": cfg.objective.targets[0], "mode": metric_mode(cfg.objective.targets[0]),
                       "targets": cfg.objective.targets, "constraints": cfg.objective.constraints.active()},
         "selection": selection,
@@ -261,6 +260,15 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
                             report_html=final / "report.html", table=table, seconds=seconds)
 
 
+def test_windows(data: PreparedData) -> list[dict[str, Any]]:
+    """The out-of-sample windows the report breaks results down by: each walk-forward fold's test block, or under
+    CPCV each group (a split's test groups need not be adjacent, so a split has no single window)."""
+    dates = lambda positions: [str(data.index[positions[0]]), str(data.index[positions[-1]])]  # noqa: E731
+    if data.cpcv is not None:
+        return [{"fold": g, "group": g, "test": dates(group)} for g, group in enumerate(data.cpcv.groups)]
+    return [{"fold": f.index, "train": dates(f.train), "test": dates(f.test)} for f in data.folds]
+
+
 def selection_line(selection: dict[str, float]) -> str:
     if not selection:
         return "- overfitting checks: need at least 2 finished trials"
@@ -270,6 +278,14 @@ def selection_line(selection: dict[str, float]) -> str:
             f"{selection['best_sharpe']:.3f} vs {selection['expected_max_sharpe']:.3f} expected from the best of as "
             f"many null trials; deflated Sharpe (probability the best is real) {selection['deflated_sharpe']:.3f}; "
             f"probability of backtest overfitting {selection['pbo']:.3f}")
+
+
+def splits_phrase(cfg: ExperimentConfig, data: PreparedData) -> str:
+    wf = cfg.walk_forward
+    if data.cpcv is not None:
+        return (f"{len(data.folds)} CPCV splits ({wf.n_groups} groups, {wf.n_test_groups} tested per split, "
+                f"{wf.n_paths} backtest paths; metrics are means over paths)")
+    return f"{len(data.folds)} walk-forward folds ({wf.scheme})"
 
 
 def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFrame,
@@ -283,8 +299,7 @@ def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFra
         f"- data: {d['name']} ({d['source']}), {d['bars']} bars, {d['start']} .. {d['end']}, hash `{d['hash']}`",
         f"- objective: " + ", ".join(f"{metric_mode(m)} `{m}`" for m in cfg.objective.targets)
         + (f" subject to {cfg.objective.constraints.active()}" if cfg.objective.constraints.active() else "")
-        + f", out of sample over {len(data.folds)} "
-        f"walk-forward folds ({cfg.walk_forward.scheme}, purge {cfg.walk_forward.purge_bars}, embargo "
+        + f", out of sample over {splits_phrase(cfg, data)} (purge {cfg.walk_forward.purge_bars}, embargo "
         f"{cfg.walk_forward.embargo_bars}, horizon {cfg.labels.horizon})",
         f"- strategy: `{cfg.strategy.name}` {cfg.strategy.params}, fees {cfg.strategy.fees}, slippage "
         f"{cfg.strategy.slippage}, executed at the next bar's open",

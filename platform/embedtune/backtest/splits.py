@@ -4,8 +4,8 @@ A sample at position t carries a label built from bars t+1..t+h (h = label horiz
 window reaches into the test block leaks test outcomes into the model, so every fold leaves ``purge >= h`` samples
 between the last training sample and the first test sample; the ``embargo`` adds a further gap because features built
 from overlapping trailing windows are serially correlated across the boundary. ``combinatorial_purged_folds`` gives
-the combinatorial purged cross-validation splits (training on both sides of the test groups) and ``cpcv_paths`` their
-backtest paths.
+the combinatorial purged cross-validation splits (training on both sides of the test groups), ``cpcv_paths`` their
+backtest paths and ``cpcv_layout`` both in the form an experiment with ``walk_forward.scheme: cpcv`` uses.
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def combinatorial_purged_folds(
     """
     _check_cpcv(n_samples, n_groups, n_test_groups, purge, embargo, horizon, first_valid)
     positions = np.arange(n_samples)
-    groups = np.array_split(np.arange(first_valid, n_samples), n_groups)
+    groups = cpcv_groups(n_samples, n_groups, first_valid)
     starts = np.array([int(g[0]) for g in groups])
     ends = np.array([int(g[-1]) for g in groups])
     # Row j: group j itself plus its purge zone before and its embargo zone after.
@@ -178,6 +178,64 @@ def cpcv_paths(n_groups: int, n_test_groups: int) -> np.ndarray:
     split_of = np.nonzero(membership.T)[1]  # sorted by group, then by split index
     n_paths = len(combos) * n_test_groups // n_groups
     return split_of.reshape(n_groups, n_paths).T
+
+
+def cpcv_groups(n_samples: int, n_groups: int, first_valid: int = 0) -> list[np.ndarray]:
+    """The contiguous groups of positions ``first_valid..n_samples-1`` that CPCV tests on (``np.array_split``: the
+    first ``(n_samples - first_valid) % n_groups`` groups hold one sample more)."""
+    return np.array_split(np.arange(first_valid, n_samples), n_groups)
+
+
+@dataclass(frozen=True)
+class CPCVLayout:
+    """What an experiment needs to turn CPCV split predictions into backtest paths.
+
+    ``groups[g]`` are the positions of group g (time order); split i tests on ``test_groups[i]`` (the
+    :func:`combinatorial_purged_folds` order); ``paths[p, g]`` is the split whose predictions fill group g on path p
+    (:func:`cpcv_paths`).
+    """
+
+    groups: tuple[np.ndarray, ...]
+    test_groups: tuple[tuple[int, ...], ...]
+    paths: np.ndarray
+
+    @property
+    def n_splits(self) -> int:
+        return len(self.test_groups)
+
+    @property
+    def n_paths(self) -> int:
+        return int(self.paths.shape[0])
+
+    def prefix_lengths(self, n_done: int) -> np.ndarray:
+        """Per path, how many groups from the start of the sample (group 0, 1, ...) splits ``0..n_done-1`` have
+        already predicted: the part of the path that can be backtested without a gap. All N once every split ran."""
+        filled = self.paths < n_done
+        n_groups = self.paths.shape[1]
+        return np.where(filled.all(axis=1), n_groups, np.argmin(filled, axis=1))
+
+    def path_pieces(self, path: int, n_groups: int | None = None) -> list[tuple[int, int]]:
+        """``(split, group)`` of the first ``n_groups`` groups of ``path`` (all by default), in time order."""
+        stop = self.paths.shape[1] if n_groups is None else n_groups
+        return [(int(self.paths[path, g]), g) for g in range(stop)]
+
+    def test_runs(self, split: int) -> list[tuple[int, ...]]:
+        """The split's test groups cut into runs of adjacent groups (each a gap-free stretch of time)."""
+        runs: list[list[int]] = []
+        for g in self.test_groups[split]:
+            if runs and runs[-1][-1] == g - 1:
+                runs[-1].append(g)
+            else:
+                runs.append([g])
+        return [tuple(run) for run in runs]
+
+
+def cpcv_layout(n_samples: int, n_groups: int, n_test_groups: int, first_valid: int = 0) -> CPCVLayout:
+    """Groups, test groups and paths of :func:`combinatorial_purged_folds` with the same arguments."""
+    _check_groups(n_groups, n_test_groups)
+    return CPCVLayout(groups=tuple(cpcv_groups(n_samples, n_groups, first_valid)),
+                      test_groups=tuple(_group_combinations(n_groups, n_test_groups)),
+                      paths=cpcv_paths(n_groups, n_test_groups))
 
 
 def _group_combinations(n_groups: int, n_test_groups: int) -> list[tuple[int, ...]]:

@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from embedtune.errors import EmbedtuneError
-from embedtune.leaderboard.records import METRIC_COLUMNS
+from embedtune.leaderboard.records import METRIC_COLUMNS, PATH_COLUMNS, PATH_SUFFIXES
 
 #: Metrics with a column of their own in the store, listed here rather than taken from ``METRIC_COLUMNS`` so the
 #: database schema stays put when the leaderboard grows a column (those land in the ``extra_metrics`` JSON).
@@ -139,7 +139,8 @@ class Bundle:
     @property
     def extra_metric_columns(self) -> list[str]:
         return [c for c in self.table.columns if c not in STORED_METRICS
-                and (c in METRIC_COLUMNS or c in FLAG_COLUMNS or c.startswith(EXTRA_PREFIXES))]
+                and (c in METRIC_COLUMNS or c in FLAG_COLUMNS or c.startswith(EXTRA_PREFIXES)
+                     or c in PATH_COLUMNS or c.endswith(PATH_SUFFIXES))]
 
     @property
     def param_columns(self) -> list[str]:

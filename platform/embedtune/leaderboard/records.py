@@ -13,6 +13,9 @@ METRIC_COLUMNS = (
     "total_return", "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "pbo", "risk_adjusted",
     "benchmark_correlation", "capacity",
 )
+#: ``walk_forward.scheme: cpcv`` only: each metric's distribution over the backtest paths, and their number.
+PATH_SUFFIXES = ("_path_std", "_path_min", "_path_max")
+PATH_COLUMNS = ("n_paths",)
 
 
 @dataclass
@@ -53,6 +56,7 @@ def ranked_table(records: list[TrialRecord], targets: list[str], data_hash: str,
         row: dict[str, Any] = {"trial": r.trial_id, "status": r.status, "folds": r.folds_done}
         row.update({_short(k): v for k, v in sorted(r.params.items())})
         row.update({m: r.metrics.get(m, math.nan) for m in METRIC_COLUMNS})
+        row.update({k: v for k, v in sorted(r.metrics.items()) if k.endswith(PATH_SUFFIXES) or k in PATH_COLUMNS})
         row.update({k: v for k, v in sorted(r.metrics.items()) if k.startswith(("head_", "constraint_"))})
         row["feasible"] = is_feasible(r.metrics)
         row.update({"config_hash": r.config_hash, "data_hash": data_hash, "experiment_hash": experiment_hash})

@@ -7,7 +7,6 @@ updates as one worker with batch B.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,7 +17,7 @@ import torch
 from embedtune.backtest.splits import Fold
 from embedtune.config import ExperimentConfig
 from embedtune.dataset import PreparedData
-from embedtune.evaluation import OOSEvaluation, evaluate_oos, head_metrics
+from embedtune.evaluation import OOSEvaluation, evaluate_cpcv, evaluate_cpcv_split, evaluate_oos, head_metrics
 from embedtune.labels import DIRECTION_CLASSES, REGIME_CLASSES
 from embedtune.models.ensemble import EmbeddingModel, build_model
 from embedtune.models.heads import multitask_loss
@@ -140,11 +139,13 @@ def fit_fold(
         schedule.step()
         history.append(epoch_loss / max(steps, 1))
         if on_epoch is not None and epoch < tc.epochs - 1:  # the fold's own checkpoint covers the last epoch
-            on_epoch(epoch, copy.deepcopy({  # a snapshot: state_dict() tensors alias the live weights
+            # Live views (state_dict() tensors alias the weights): written before training goes on, never kept,
+            # so no copy is paid every epoch; a caller that keeps a state must copy it.
+            on_epoch(epoch, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": torch.tensor(history, dtype=torch.float64),
-            }))
+            })
 
     model = unwrap(net)
     predictions, test_embeddings, fusion = predict(model, dataset_for(fold.test), scaler, data.index, device)
@@ -244,32 +245,65 @@ def trial_seed(cfg: ExperimentConfig) -> int:
     return int(cfg.config_hash[:8], 16)
 
 
+class _Scorer:
+    """How out-of-sample predictions are backtested as folds finish: walk-forward joins them in time order, CPCV
+    keeps one piece per split and follows its backtest paths."""
+
+    def __init__(self, cfg: ExperimentConfig, data: PreparedData, strategy: Strategy, start_fold: int,
+                 previous: pd.DataFrame | None) -> None:
+        self.cfg, self.data, self.strategy = cfg, data, strategy
+        self.cpcv = data.cpcv is not None
+        self.joined = previous
+        self.splits = _cut_into_splits(previous, data, start_fold) if self.cpcv else []
+        self.cache: dict[int, tuple[int, OOSEvaluation]] = {}
+
+    def add(self, predictions: pd.DataFrame) -> None:
+        if self.cpcv:
+            self.splits.append(predictions)
+        else:
+            self.joined = predictions if self.joined is None else pd.concat([self.joined, predictions])
+
+    def so_far(self) -> OOSEvaluation:
+        if self.cpcv:
+            return evaluate_cpcv(self.cfg, self.data, self.splits, self.strategy, self.cache)
+        return evaluate_oos(self.cfg, self.data, self.joined, self.strategy)
+
+    def own(self, fold: int, predictions: pd.DataFrame) -> dict[str, float]:
+        if self.cpcv:
+            return evaluate_cpcv_split(self.cfg, self.data, fold, predictions, self.strategy)
+        metrics = evaluate_oos(self.cfg, self.data, predictions, self.strategy).metrics
+        return {k: v for k, v in metrics.items() if k in ("sharpe", "max_drawdown")}
+
+
 def run_folds(
     cfg: ExperimentConfig, data: PreparedData, strategy: Strategy, report: Callable[[FoldReport], None],
     device: torch.device | None = None, start_fold: int = 0, previous: pd.DataFrame | None = None,
     resume_epoch: dict[str, Any] | None = None, on_epoch: Callable[[int, int, dict[str, Any]], None] | None = None,
 ) -> OOSEvaluation | None:
-    """Train and test each fold in time order; after each, backtest the joined out-of-sample predictions so far.
+    """Train and test each fold in order; after each, backtest the out-of-sample predictions so far.
 
     ``resume_epoch`` continues fold ``start_fold`` mid-way; ``on_epoch(fold, epoch, state)`` checkpoints epochs.
+    ``previous`` is what the worker checkpoints, the concatenated predictions of folds ``0..start_fold-1``. With
+    ``walk_forward.scheme: cpcv`` the folds are the CPCV splits (``combinatorial_purged_folds`` order) and each report
+    is ``evaluate_cpcv`` over the splits so far: the mean over backtest paths (each path's gap-free prefix until all
+    of its splits ran, every full path after the last split) with the path distribution.
     """
-    joined = previous
+    scorer = _Scorer(cfg, data, strategy, start_fold, previous)
     evaluation = None
     seed = trial_seed(cfg)
     for fold in data.folds[start_fold:]:
         epoch_hook = (lambda epoch, state, k=fold.index: on_epoch(k, epoch, state)) if on_epoch else None
         outcome = fit_fold(cfg, data, fold, seed + fold.index, device,
                            resume=resume_epoch if fold.index == start_fold else None, on_epoch=epoch_hook)
-        joined = outcome.predictions if joined is None else pd.concat([joined, outcome.predictions])
+        scorer.add(outcome.predictions)
         evaluation = None
         if world()[0] == 0:
-            evaluation = evaluate_oos(cfg, data, joined, strategy)
-            fold_eval = evaluate_oos(cfg, data, outcome.predictions, strategy)
+            evaluation = scorer.so_far()
             metrics = {
                 **evaluation.metrics,
                 **objective_values(evaluation.metrics, cfg.objective),
                 **constraint_values(evaluation.metrics, cfg.objective),
-                **{f"fold_{k}": v for k, v in fold_eval.metrics.items() if k in ("sharpe", "max_drawdown")},
+                **{f"fold_{k}": v for k, v in scorer.own(fold.index, outcome.predictions).items()},
                 **{f"head_{k}": v for k, v in outcome.heads.items()},
                 "fold": fold.index,
                 "train_loss": outcome.train_loss[-1],
@@ -279,3 +313,19 @@ def run_folds(
             report(FoldReport(fold=fold.index, metrics={"fold": fold.index}, evaluation=None,  # type: ignore[arg-type]
                               outcome=outcome))
     return evaluation
+
+
+def _cut_into_splits(previous: pd.DataFrame | None, data: PreparedData, start_fold: int) -> list[pd.DataFrame]:
+    done = data.folds[:start_fold]
+    if not done:
+        return []
+    sizes = [len(f.test) for f in done]
+    if previous is None or len(previous) != sum(sizes):
+        raise ValueError(f"resuming CPCV at split {len(done)} needs the {sum(sizes)} predictions of the splits "
+                         f"before it, got {0 if previous is None else len(previous)}")
+    bounds = np.cumsum([0, *sizes])
+    parts = [previous.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    for fold, part in zip(done, parts):
+        if not part.index.equals(data.index[fold.test]):
+            raise ValueError(f"checkpointed predictions of split {fold.index} are not on its test bars")
+    return parts

@@ -1,11 +1,12 @@
 """Ray Tune + Optuna: each trial is a function that fits one ``TorchTrainer`` over all walk-forward folds.
 
 Optuna's TPE (seeded) proposes; trials run ``max_concurrent`` at a time in *batches* (``ConcurrencyLimiter(batch=
-True)``), so the sampler sees the same completed trials in the same order on every run: the same config and seed
-give the same trials. Trials hold a fractional CPU so that on a 2-core machine two trials and their two workers fit.
+True)``, ``search.batched``), so the sampler sees the same completed trials in the same order on every run: the same
+config and seed give the same trials. Trials hold a fractional CPU so that on a 2-core machine two trials and their two workers fit.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], data: list[Any], 
     if cfg.resources.num_workers == 0:
         run_trial_folds(loop_config, LocalSession(Path(storage_path) / f"train_{trial_id}", cfg.resources.use_gpu))
         return
+    # This trial is the Train driver: Train passes the variable on to its controller (and the controller to workers).
+    os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))
     trainer = build_trainer(cfg, loop_config, storage_path, f"train_{trial_id}", [FoldReportCallback()])
     trainer.fit()
 
@@ -46,6 +49,9 @@ def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
 
 
 TRIAL_RETRIES = 2
+#: Ray Train's controller takes at most one report per poll (default every 2 s) and ``ray.train.report`` blocks until
+#: it is taken, so an epoch checkpoint cost 2 s whatever the epoch's compute; polled every 0.25 s it costs ~0.25 s.
+TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.25
 
 
 class FoldProgress(Callback):
@@ -115,14 +121,14 @@ def make_searcher(cfg: ExperimentConfig, storage: str | None = None, study_name:
         sampler=make_sampler(cfg), storage=optuna.storages.RDBStorage(storage) if storage else None,
         study_name=study_name, constraint_keys=[f"constraint_{k}" for k in cfg.objective.constraints.active()],
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent, batch=True)
+    return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent, batch=cfg.search.batched)
 
 
 def make_scheduler(cfg: ExperimentConfig) -> tune.schedulers.TrialScheduler | None:
     sc = cfg.search.scheduler
-    if sc.type == "fifo" or cfg.walk_forward.n_folds < 2:
+    if sc.type == "fifo" or cfg.walk_forward.n_splits < 2:
         return None
-    return tune.schedulers.ASHAScheduler(time_attr=FOLDS_DONE, max_t=cfg.walk_forward.n_folds,
+    return tune.schedulers.ASHAScheduler(time_attr=FOLDS_DONE, max_t=cfg.walk_forward.n_splits,
                                          grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
 
 
