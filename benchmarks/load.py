@@ -1,6 +1,6 @@
 """Load test: N trials queued on the local 2-CPU Ray through ``run_experiment``, with memory sampled throughout.
 
-Run: ``.venv/bin/python benchmarks/load.py [--trials 100] [--workers 0] [--interval 2]``. The config is
+Run: ``.venv/bin/python benchmarks/load.py [--trials 300] [--workers 0] [--interval 0.5]``. The config is
 ``tests/configs/tiny.yaml`` (last ~800 real bundled GOOG daily bars, tiny transformer) with ``search.num_samples =
 --trials``, ``max_concurrent: 2``, one walk-forward fold, one epoch, no uncertainty baseline, ``local_cpus: 2`` and
 ``resources.num_workers = --workers``: 0 trains in place in reused trial actors (the default), >= 1 launches one
@@ -13,9 +13,9 @@ A thread samples, every ``--interval`` s, the RSS of the driver and of every pro
 started by ``run_experiment``: GCS, raylet, trial and worker processes), with psutil. RSS counts pages shared between
 processes (libraries, the plasma store) once per process, so their sum is an upper bound; the total PSS (each
 shared page split between the processes mapping it) is also given, and the leak verdict uses it. Reported: peak
-memory, the trend (mean of the last quarter of samples against the first quarter; a leak shows as a steady rise),
-trials per minute, and that every trial finished ("done" in the run's manifest); a deadlock would instead hit
-``--timeout``, which prints what was sampled and exits 1.
+memory, the trend (mean of the last quarter of samples against the second; the first is warm-up; a leak shows as a
+steady rise), trials per minute, and that every trial finished ("done" in the run's manifest); a deadlock would
+instead hit ``--timeout``, which prints what was sampled and exits 1.
 """
 from __future__ import annotations
 
@@ -86,8 +86,9 @@ class Sampler(threading.Thread):
 
 
 def quarters(values: np.ndarray) -> tuple[float, float]:
+    """Second quarter and last quarter: the first is warm-up (trial actors starting, imports, caches filling)."""
     q = max(1, len(values) // 4)
-    return float(values[:q].mean()), float(values[-q:].mean())
+    return float(values[q:2 * q].mean()), float(values[-q:].mean())
 
 
 def report(sampler: Sampler, trials: int, statuses: dict[str, int], seconds: float, workers: int) -> None:
@@ -97,13 +98,13 @@ def report(sampler: Sampler, trials: int, statuses: dict[str, int], seconds: flo
     done = statuses.get("done", 0)
     print(f"load: {trials} trials via run_experiment (tests/configs/tiny.yaml: real GOOG daily bars, 1 fold, 1 epoch, "
           f"tiny model), max_concurrent 2, local Ray with 2 CPUs, resources.num_workers {workers}"
-          f"{' (Ray Train local mode)' if workers == 0 else ''}")
+          f"{' (in place, reused trial actors)' if workers == 0 else ''}")
     print(f"trials finished: {done}/{trials} done ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))}); "
           f"no deadlock: the run returned after {seconds:.0f} s")
     print(f"throughput: {trials / seconds * 60:.1f} trials/minute ({seconds / trials:.1f} s per trial, wall, "
           f"2 at a time)\n")
-    header = f"{'MB, sampled every ' + str(sampler.interval) + ' s':34} {'peak':>8} {'first 1/4':>10} " \
-             f"{'last 1/4':>10} {'last/first':>10} {'slope MB/min':>13}"
+    header = f"{'MB, sampled every ' + str(sampler.interval) + ' s':34} {'peak':>8} {'2nd 1/4':>10} " \
+             f"{'last 1/4':>10} {'last/2nd':>10} {'slope MB/min':>13}"
     print(header)
     print("-" * len(header))
     minutes = running[:, 0] / 60.0
@@ -116,15 +117,16 @@ def report(sampler: Sampler, trials: int, statuses: dict[str, int], seconds: flo
     first, last = quarters(running[:, 5])
     verdict = "RISING (possible leak)" if last > 1.10 * first else "flat (bounded)"
     print(f"\n{len(data)} samples, {int(data[:, 4].max())} processes at most; memory trend over the run "
-          f"(total PSS, last quarter vs first): {verdict}")
+          f"(total PSS, last quarter vs the second, after warm-up): {verdict}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--trials", type=int, default=300,
+                        help="trials queued (default 300: 100+ as asked, and long enough to read a memory trend)")
     parser.add_argument("--workers", type=int, default=0,
                         help="resources.num_workers (0 = in place in reused trial actors; >= 1 a TorchTrainer per trial)")
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between memory samples")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between memory samples")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run counts as hung")
     parser.add_argument("--output", default=None, help="keep results here (default: a temporary folder)")
     args = parser.parse_args(argv)
