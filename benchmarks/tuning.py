@@ -63,7 +63,8 @@ BASE_KEY = "_base"
 OVERHEAD_GOAL = 0.15
 SPEEDUP_GOAL = 1.7
 ASHA_MULTIPLE = 3  # ASHA gets 3x FIFO's trials: stopping weak ones early should fit them in about FIFO's time
-ENSEMBLE_N = 4  # quickstart trials for the realistic-objective overhead (~40 s each here)
+ENSEMBLE_N = 4
+EXPERIMENT = "bench"  # quickstart trials for the realistic-objective overhead (~40 s each here)
 FITS = 0.99  # cpus_per_worker with which 2 trials (0.01 CPU each) and their 2 workers fit in 2 CPUs
 
 
@@ -90,8 +91,10 @@ def write_config(tmp: Path, name: str, overrides: dict[str, Any]) -> Path:
     """A copy of tiny.yaml (or ``overrides[BASE_KEY]``) with overrides; all outputs (results, Optuna db, leaderboard
     db, feature cache) in tmp."""
     raw = base_config(overrides)
-    raw["name"] = name
-    raw["output"] = {"root": str(tmp / "results"), "feature_cache": str(tmp / "feature_cache")}
+    # One experiment name for every variant (trial seeds hash the config, name included), so the plain loop and
+    # every Tune variant train the very same trials; each variant has its own output root.
+    raw["name"] = EXPERIMENT
+    raw["output"] = {"root": str(tmp / "results" / name), "feature_cache": str(tmp / "feature_cache")}
     path = tmp / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -415,7 +418,7 @@ def run_tune_once(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadl
     log(f"{name}: {n} trials, overrides {overrides}, deadline {deadline_s:.0f} s")
     started = time.perf_counter()
     need = float(base_config(overrides)["resources"]["cpus_per_worker"])
-    raw = run_child("tune", {"config": str(path), "output_root": str(tmp / "results"), "name": name,
+    raw = run_child("tune", {"config": str(path), "output_root": str(tmp / "results" / name), "name": EXPERIMENT,
                              "deadline_s": deadline_s, "need_cpu": need}, tmp, name)
     run = TuneRun(name, n, raw)
     if run.hung:
@@ -629,6 +632,8 @@ def report(results: dict[str, Any], n: int) -> str:
     rows = []
     for base_key, key, label in (("local", "fifo2_local", "num_workers 0, 2 trials x 1 CPU, batched (default)"),
                                  ("local", "fifo2_local_unbatched", "num_workers 0, 2 x 1 CPU, search.batched false"),
+                                 ("local_ensemble", "fifo2_ensemble",
+                                  f"quickstart's ensemble trial, num_workers 0, batched, N={ENSEMBLE_N}"),
                                  ("serial", "fifo2", f"TorchTrainer 1 worker x {FITS} CPU, 2 trials")):
         if key not in results:
             continue
@@ -812,6 +817,8 @@ def main() -> int:
             guarded(results, "plain_ensemble", lambda: plain_optuna(tmp, ENSEMBLE_N, ensemble, "plain_ensemble"))
             guarded(results, "local_ensemble", lambda: run_tune(tmp, "local_ensemble", ENSEMBLE_N,
                                                                 variant(ensemble, serial), 900.0))
+            guarded(results, "fifo2_ensemble", lambda: run_tune(tmp, "fifo2_ensemble", ENSEMBLE_N,
+                                                                variant(ensemble, two), 900.0))
         guarded(results, "fifo2_local", lambda: run_tune(tmp, "fifo2_local", n, variant(local, two), deadline))
         unbatched = {"search": {"batched": False}}
         guarded(results, "fifo2_local_unbatched", lambda: run_tune(tmp, "fifo2_local_unbatched", n,
