@@ -36,8 +36,10 @@ def test_keeps_the_newest_fold_checkpoint_and_the_latest(tmp_path: Path) -> None
         session.save({"epoch": epoch}, epoch_writer(1, epoch))
     assert names(session) == ["checkpoint_000000", "checkpoint_000003"]  # fold 0's record, fold 1's newest epoch
     session.save({}, fold_writer(1))
-    assert names(session) == ["checkpoint_000004"]
-    assert session.restore().start_fold == 2
+    assert names(session) == ["checkpoint_000000", "checkpoint_000004"]  # the two newest folds
+    session.save({}, fold_writer(2))
+    assert names(session) == ["checkpoint_000004", "checkpoint_000005"]
+    assert session.restore().start_fold == 3
 
 
 def test_a_half_written_checkpoint_is_never_restored(tmp_path: Path) -> None:

@@ -79,9 +79,12 @@ def read_checkpoint(directory: Path) -> ResumePoint:
     return ResumePoint(start_fold=int(metrics["fold"]) + 1, joined=joined)
 
 
-#: Train keeps the newest fold checkpoint (the one a trial's results point to, even after a stop mid-fold) and the
+#: Train keeps the two newest fold checkpoints (the one a trial's results point to, even after a stop mid-fold) and the
 #: latest checkpoint of all (an epoch's, for recovery); everything older is deleted.
 KEEP_PRIORITY = "checkpoint_priority"
+#: Two fold checkpoints, not one: a trial that Tune stops may still finish (and report to Train) the next fold before
+#: it is killed, and the fold its Tune results point to must survive that.
+KEEP_FOLDS = 2
 
 
 class FoldReportCallback(TuneReportCallback):
@@ -138,7 +141,7 @@ class LocalSession:
     reused trial actor pays the torch, vectorbt and numba start-up once for all its trials.
 
     Checkpoints land where a ``TorchTrainer`` of the same name would put them (``<storage>/train_<trial>/
-    checkpoint_<n>``, written aside and renamed into place), pruned like Train's (the newest fold checkpoint and the
+    checkpoint_<n>``, written aside and renamed into place), pruned like Train's (the two newest fold checkpoints and the
     latest survive), and fold results reach Tune with their ``checkpoint_path``, so collection, resume and saved
     models do not care which path ran.
     """
@@ -167,7 +170,7 @@ class LocalSession:
             write(staging)
             staging.rename(path)
             folds = [p for p in self._checkpoints() if not (p / EPOCH_META).exists()]
-            keep = {path, *folds[-1:]}
+            keep = {path, *folds[-KEEP_FOLDS:]}
             for old in self._checkpoints():
                 if old not in keep:
                     shutil.rmtree(old, ignore_errors=True)
@@ -231,7 +234,7 @@ def build_trainer(
                                      resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1,
+                             checkpoint_config=CheckpointConfig(num_to_keep=KEEP_FOLDS,
                                                                 checkpoint_score_attribute=KEEP_PRIORITY,
                                                                 checkpoint_score_order="max")),
     )
