@@ -10,7 +10,7 @@ bars, ``--epochs`` per fold), searched by seeded TPE over its two-parameter spac
    ``run_folds`` with the sampled params (torch at 1 thread, as a 1-CPU Ray worker). Before: one ``TorchTrainer``
    (1 worker) per trial, so every trial starts a worker process. After: ``resources.num_workers: 0``, the trial
    trains in its Tune actor and actors are reused, so start-up is paid once per actor.
-2. Concurrency: the same N trials with ``search.max_concurrent: 2`` (batched) against serial, in place (1 CPU per
+2. Concurrency: the same N trials with ``search.max_concurrent: 2`` (in order, and free) against serial, in place (1 CPU per
    trial) and with TorchTrainers (0.99-CPU workers so 2 trials + 2 workers fit; skipped by ``--quick``).
 3. DDP: fold 0's training with 2 workers x 1 CPU (gloo) against 1 worker and against ``fit_fold`` in-process, from
    one ``TorchTrainer.fit()`` per worker count running (a) ``fit_fold`` alone, samples/s between its epochs, then
@@ -63,7 +63,7 @@ BASE_KEY = "_base"
 OVERHEAD_GOAL = 0.15
 SPEEDUP_GOAL = 1.7
 ASHA_MULTIPLE = 3  # ASHA gets 3x FIFO's trials: stopping weak ones early should fit them in about FIFO's time
-ENSEMBLE_N = 4
+ENSEMBLE_N = 6
 EXPERIMENT = "bench"  # quickstart trials for the realistic-objective overhead (~40 s each here)
 FITS = 0.99  # cpus_per_worker with which 2 trials (0.01 CPU each) and their 2 workers fit in 2 CPUs
 
@@ -200,6 +200,17 @@ def child_tune(spec: dict[str, Any], out: Path) -> None:
         return captured["grid"]
 
     experiment.run_search = timed_search
+    import embedtune.tune.runner as runner
+    from ray.tune import Callback
+
+    ends: list[float] = []
+
+    class Finished(Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            ends.append(time.perf_counter())
+
+    original_callbacks = runner.tracking_callbacks
+    runner.tracking_callbacks = lambda *a, **k: [*original_callbacks(*a, **k), Finished()]
     started = time.perf_counter()
     result = experiment.run_experiment(spec["config"], output_root=spec["output_root"], verbose=False)
     wall = time.perf_counter() - started
@@ -217,7 +228,7 @@ def child_tune(spec: dict[str, Any], out: Path) -> None:
         })
     table = result.table
     out.write_text(json.dumps({
-        "hung": False, "wall_s": wall, "search_s": captured["search_s"], "trials": trials,
+        "hung": False, "wall_s": wall, "search_s": captured["search_s"], "trials": trials, "ends": sorted(ends),
         "status": [] if table.empty else list(table["status"]),
         "sharpe": [] if table.empty else [float(v) for v in table["sharpe"]],
     }))
@@ -279,7 +290,7 @@ def ddp_probe_loop(loop_config: dict[str, Any]) -> None:
 def child_ddp(spec: dict[str, Any], out: Path) -> None:
     """A no-op TorchTrainer (worker-group start), then one fold's training with 1 and 2 DDP workers (one fit each),
     and the same fold in-process without Ray."""
-    from embedtune.tune.runner import TRAIN_POLL_ENV, TRAIN_POLL_S
+    from embedtune.tune.trial import TRAIN_POLL_ENV, TRAIN_POLL_S
 
     os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))  # as embedtune's trials do
     import ray
@@ -382,6 +393,13 @@ class TuneRun:
     @property
     def per_trial_s(self) -> float:
         return self.search_s / self.n
+
+    def steady_per_trial_s(self, concurrent: int) -> float:
+        """Seconds per trial once every slot's actor is warm: from the ``concurrent``-th trial's end to the last's."""
+        ends = self.raw.get("ends", [])
+        if len(ends) <= concurrent:
+            return float("nan")
+        return (ends[-1] - ends[concurrent - 1]) / (len(ends) - concurrent)
 
     @property
     def trials(self) -> list[dict[str, Any]]:
@@ -630,29 +648,35 @@ def report(results: dict[str, Any], n: int) -> str:
 
     # 2. concurrency ------------------------------------------------------------------------------------------
     rows = []
-    for base_key, key, label in (("local", "fifo2_local", "num_workers 0, 2 trials x 1 CPU, batched (default)"),
-                                 ("local", "fifo2_local_unbatched", "num_workers 0, 2 x 1 CPU, search.batched false"),
+    for base_key, key, label in (("local", "fifo2_local", "num_workers 0, 2 trials x 1 CPU, in order (default)"),
+                                 ("local", "fifo2_local_free", "num_workers 0, 2 x 1 CPU, search.in_order false"),
                                  ("local_ensemble", "fifo2_ensemble",
-                                  f"quickstart's ensemble trial, num_workers 0, batched, N={ENSEMBLE_N}"),
+                                  f"quickstart's ensemble trial, num_workers 0, in order, N={ENSEMBLE_N}"),
                                  ("serial", "fifo2", f"TorchTrainer 1 worker x {FITS} CPU, 2 trials")):
         if key not in results:
             continue
         if not usable(results, base_key, key):
-            rows.append([label, "", why(results, key if usable(results, base_key) else base_key), "", "", ""])
+            rows.append([label, "", why(results, key if usable(results, base_key) else base_key), "", "", "", "",
+                         ""])
             continue
         base, run = results[base_key], results[key]
         speed = base.per_trial_s / run.per_trial_s
+        steady = base.steady_per_trial_s(1) / run.steady_per_trial_s(2)
         rows.append([label, str(run.n), fmt(run.search_s), fmt(run.per_trial_s, 2), f"{speed:.2f}x",
-                     "yes" if speed >= SPEEDUP_GOAL else "NO"])
+                     fmt(run.steady_per_trial_s(2), 2), f"{steady:.2f}x",
+                     "yes" if min(speed, steady) >= SPEEDUP_GOAL else ("steady" if steady >= SPEEDUP_GOAL else "NO")])
     notes = ["speedup = the same variant's serial s/trial / concurrent s/trial (Tuner.fit() wall / N), max_concurrent "
-             "2; a TorchTrainer trial holds 0.01 CPU besides its worker's, hence 0.99-CPU workers",
-             "batched (reproducible proposals): a batch waits for its slowest trial, and Tune keeps only one idle "
-             "trial actor while no trial is staged, so each batch of 2 starts one fresh actor (imports, ~5 s here); "
-             "unbatched, a freed actor takes the next trial at once"]
+             "2; steady = the same from the end of the first trial (serial) or of the first two (concurrent) to the "
+             "end of the last, i.e. once every slot's actor has paid its start-up (imports, numba cache, data: once "
+             "per actor, in parallel when concurrent); a TorchTrainer trial holds 0.01 CPU besides its worker's, hence "
+             "0.99-CPU workers",
+             "in order (reproducible proposals): trial k is proposed once trials 0..k-2 are done; free: as soon as a "
+             "slot frees; both keep two warm trial actors busy (trial actors start light, see tune/trial.py)"]
     notes += [f"{k}: first attempt's trials all failed ({r.retried[:100]}); these numbers are the retry"
               for k, r in results.items() if isinstance(r, TuneRun) and r.retried]
-    parts.append(table("2. 2 concurrent trials (batched) on 2 cores vs serial",
-                       ["variant", "N", "search s", "s/trial", "speedup", f">= {SPEEDUP_GOAL}x"], rows, notes))
+    parts.append(table("2. 2 concurrent trials on 2 cores vs serial",
+                       ["variant", "N", "search s", "s/trial", "speedup", "steady s/trial", "steady",
+                        f">= {SPEEDUP_GOAL}x"], rows, notes))
 
     # 3. DDP --------------------------------------------------------------------------------------------------
     rows, notes = [], []
@@ -683,7 +707,7 @@ def report(results: dict[str, Any], n: int) -> str:
                         "fit() s"], rows, notes))
 
     # 4. ASHA -------------------------------------------------------------------------------------------------
-    rows, notes = [], [f"FIFO {n} trials, ASHA {ASHA_MULTIPLE * n}; 2 at a time (batched), num_workers 0, rung = "
+    rows, notes = [], [f"FIFO {n} trials, ASHA {ASHA_MULTIPLE * n}; 2 at a time (in order), num_workers 0, rung = "
                        "fold (max_t 3); best Sharpe over trials that ran all 3 folds (the same out-of-sample span)"]
     for key, label in (("fifo2_local", "FIFO (baseline)"), ("asha2", "ASHA grace 1, reduction 2")):
         if not usable(results, key):
@@ -820,9 +844,9 @@ def main() -> int:
             guarded(results, "fifo2_ensemble", lambda: run_tune(tmp, "fifo2_ensemble", ENSEMBLE_N,
                                                                 variant(ensemble, two), 900.0))
         guarded(results, "fifo2_local", lambda: run_tune(tmp, "fifo2_local", n, variant(local, two), deadline))
-        unbatched = {"search": {"batched": False}}
-        guarded(results, "fifo2_local_unbatched", lambda: run_tune(tmp, "fifo2_local_unbatched", n,
-                                                                   variant(local, two, unbatched), deadline))
+        free = {"search": {"in_order": False}}
+        guarded(results, "fifo2_local_free", lambda: run_tune(tmp, "fifo2_local_free", n,
+                                                              variant(local, two, free), deadline))
         if not args.quick:
             fits = {"resources": {"cpus_per_worker": FITS}}
             guarded(results, "fifo2", lambda: run_tune(tmp, "fifo2", n, variant(train, fits, two), deadline))

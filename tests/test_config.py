@@ -174,15 +174,15 @@ def test_bad_cpcv_values_name_their_key_path(walk_forward: dict, key: str) -> No
 
 
 def test_walk_forward_hashes_are_those_from_before_cpcv() -> None:
-    """The cpcv keys (and the scheduling switch search.batched) are left out of a walk-forward config's hash, so its
+    """The cpcv keys (and the scheduling switch search.in_order) are left out of a walk-forward config's hash, so its
     trial seeds did not change."""
     cfg = load_config(QUICKSTART)
     science = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "resources")}
-    del science["walk_forward"]["n_groups"], science["walk_forward"]["n_test_groups"], science["search"]["batched"]
+    del science["walk_forward"]["n_groups"], science["walk_forward"]["n_test_groups"], science["search"]["in_order"]
     canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
     assert cfg.config_hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     assert parse_config(cpcv(), "exp.yaml").config_hash != cfg.config_hash
-    assert cfg.with_overrides({"search.batched": False}).config_hash == cfg.config_hash
+    assert cfg.with_overrides({"search.in_order": False}).config_hash == cfg.config_hash
 
 
 @pytest.mark.parametrize("dotted", ["walk_forward.n_folds", "labels.horizon", "data.start", "objective.capital"])

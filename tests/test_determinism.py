@@ -1,7 +1,7 @@
 """Same config and seed, run twice on a real local Ray cluster: identical trials and leaderboard metrics.
 
-Four trials, two at a time, the second batch proposed by TPE from the first: batched concurrency makes Optuna see
-the same finished trials in the same order whatever order Ray finishes them in.
+Four trials, two at a time, the later ones proposed by TPE from the earlier: in-order telling makes Optuna see the
+same finished trials in the same order whatever order Ray finishes them in.
 """
 from __future__ import annotations
 

@@ -344,11 +344,11 @@ class SchedulerConfig(Strict):
 class SearchConfig(Strict):
     num_samples: int = Field(default=8, ge=1)
     max_concurrent: int = Field(default=2, ge=1)
-    #: Start trials in batches of ``max_concurrent``: the sampler proposes a batch only after the previous one
-    #: finished, so the same config and seed propose the same trials (reproducible leaderboards). ``false`` starts a
-    #: trial as soon as a slot frees (no idle slot while a batch's slowest trial runs, and reused trial actors stay
-    #: busy), at the price of proposals that depend on the order in which trials finish.
-    batched: bool = True
+    #: The sampler learns results in trial order: trial k is proposed once trials 0..k-max_concurrent are done, so the
+    #: same config and seed propose the same trials (reproducible leaderboards); a slot idles only while a trial that
+    #: finished before an elder waits for it. ``false`` tells each result as it comes and never idles a slot, at the
+    #: price of proposals that depend on the order in which trials finish.
+    in_order: bool = True
     #: ``tpe`` (single objective), ``nsga2`` (multi-objective; the default when objective.metrics is set), ``random``.
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     n_startup_trials: int = Field(default=4, ge=1)
@@ -453,7 +453,7 @@ def config_hash(config: ExperimentConfig) -> str:
         # derived from them, are those of the configs written before cpcv existed.
         for key in CPCV_ONLY:
             science["walk_forward"].pop(key)
-    science["search"].pop("batched")  # scheduling, like resources: it never changes what a trial computes
+    science["search"].pop("in_order")  # scheduling, like resources: it never changes what a trial computes
     canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -1,13 +1,14 @@
-"""Ray Tune + Optuna: each trial is a function that fits one ``TorchTrainer`` over all walk-forward folds.
+"""Ray Tune + Optuna: each trial (``tune.trial.run_trial``) trains all walk-forward folds, in place in its actor or
+through one ``TorchTrainer``.
 
-Optuna's TPE (seeded) proposes; trials run ``max_concurrent`` at a time in *batches* (``ConcurrencyLimiter(batch=
-True)``, ``search.batched``), so the sampler sees the same completed trials in the same order on every run: the same
-config and seed give the same trials. Trials hold a fractional CPU so that on a 2-core machine two trials and their two workers fit.
+Optuna's TPE (seeded) proposes; trials run ``max_concurrent`` at a time and the sampler learns their results in trial
+order (``InOrderLimiter``, ``search.in_order``), so the same config and seed give the same trials whatever order they
+finish in. Trials hold a fractional CPU so that on a 2-core machine two trials and their two workers fit.
 """
 from __future__ import annotations
 
-import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +16,17 @@ import optuna
 import ray
 from ray import tune
 from ray.tune import Callback
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from embedtune.config import ExperimentConfig, metric_mode
 from embedtune.strategy import Strategy
-from embedtune.train.worker import FOLDS_DONE, FoldReportCallback, LocalSession, build_trainer, run_trial_folds
+from embedtune.train.worker import FOLDS_DONE
+from embedtune.tune.limiter import InOrderLimiter
 from embedtune.tune.objectives import objective_key
 from embedtune.tune.tracking import tracking_callbacks
-from embedtune.tune.space import VARIANT_KEY, ablation_variants, optuna_space, trial_config
-
-
-def run_trial(params: dict[str, Any], *, base: dict[str, Any], data: list[Any], strategy: Strategy,
-              storage_path: str) -> None:
-    cfg = trial_config(ExperimentConfig.model_validate(base), params)
-    trial_id = tune.get_context().get_trial_id()
-    loop_config = {"config": cfg.model_dump(mode="json"), "data": data, "strategy": strategy}
-    if cfg.resources.num_workers == 0:
-        run_trial_folds(loop_config, LocalSession(Path(storage_path) / f"train_{trial_id}", cfg.resources.use_gpu))
-        return
-    # This trial is the Train driver: Train passes the variable on to its controller (and the controller to workers).
-    os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))
-    trainer = build_trainer(cfg, loop_config, storage_path, f"train_{trial_id}", [FoldReportCallback()])
-    trainer.fit()
+from embedtune.tune.space import VARIANT_KEY, ablation_variants, optuna_space
+from embedtune.tune.trial import run_trial
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
@@ -49,9 +38,6 @@ def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
 
 
 TRIAL_RETRIES = 2
-#: Ray Train's controller takes at most one report per poll (default every 2 s) and ``ray.train.report`` blocks until
-#: it is taken, so an epoch checkpoint cost 2 s whatever the epoch's compute; polled every 0.25 s it costs ~0.25 s.
-TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.25
 
 
 class FoldProgress(Callback):
@@ -108,8 +94,18 @@ def make_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
                                       constraints_func=constraints)
 
 
+@dataclass(frozen=True)
+class LastFold:
+    """A trial's result is final once it reports its last fold (picklable: Tune saves the searcher with the run)."""
+
+    n_splits: int
+
+    def __call__(self, result: dict[str, Any]) -> bool:
+        return result.get(FOLDS_DONE) == self.n_splits
+
+
 def make_searcher(cfg: ExperimentConfig, storage: str | None = None, study_name: str | None = None
-                  ) -> ConcurrencyLimiter | None:
+                  ) -> Searcher | None:
     space = optuna_space(cfg)
     if not space:
         return None
@@ -121,7 +117,10 @@ def make_searcher(cfg: ExperimentConfig, storage: str | None = None, study_name:
         sampler=make_sampler(cfg), storage=optuna.storages.RDBStorage(storage) if storage else None,
         study_name=study_name, constraint_keys=[f"constraint_{k}" for k in cfg.objective.constraints.active()],
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent, batch=cfg.search.batched)
+    if cfg.search.in_order:
+        return InOrderLimiter(searcher, cfg.search.max_concurrent, cfg.search.num_samples,
+                              LastFold(cfg.walk_forward.n_splits))
+    return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent)
 
 
 def make_scheduler(cfg: ExperimentConfig) -> tune.schedulers.TrialScheduler | None:
