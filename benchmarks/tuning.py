@@ -63,7 +63,7 @@ BASE_KEY = "_base"
 OVERHEAD_GOAL = 0.15
 SPEEDUP_GOAL = 1.7
 ASHA_MULTIPLE = 3  # ASHA gets 3x FIFO's trials: stopping weak ones early should fit them in about FIFO's time
-ENSEMBLE_N = 6
+ENSEMBLE_N = 10
 EXPERIMENT = "bench"  # quickstart trials for the realistic-objective overhead (~40 s each here)
 FITS = 0.99  # cpus_per_worker with which 2 trials (0.01 CPU each) and their 2 workers fit in 2 CPUs
 

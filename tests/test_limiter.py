@@ -7,15 +7,18 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from embedtune.tune.limiter import InOrderLimiter
-from embedtune.tune.runner import LastFold
+from embedtune.config import load_config
+from embedtune.tune.runner import LastFold, make_searcher
 from embedtune.train.worker import FOLDS_DONE
 
 SPACE = {"x": optuna.distributions.FloatDistribution(-2.0, 2.0),
          "y": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)}
 N, FOLDS = 10, 3
+TINY = Path(__file__).resolve().parent / "configs" / "tiny.yaml"
 
 
 def objective(params: dict[str, float]) -> float:
@@ -118,3 +121,12 @@ def test_saved_and_restored_mid_run_it_goes_on_as_if_never_stopped(tmp_path: Pat
 def test_max_concurrent_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_concurrent"):
         limiter(0)
+
+
+@pytest.mark.parametrize(("scheduler", "in_order", "expected"), [
+    ("fifo", None, InOrderLimiter), ("asha", None, ConcurrencyLimiter),
+    ("asha", True, InOrderLimiter), ("fifo", False, ConcurrencyLimiter)])
+def test_in_order_by_default_under_fifo_only(scheduler: str, in_order: bool | None, expected: type) -> None:
+    """ASHA's stops depend on the order trials reach a rung, so in-order telling would only idle slots there."""
+    cfg = load_config(TINY).with_overrides({"search.scheduler.type": scheduler, "search.in_order": in_order})
+    assert type(make_searcher(cfg)) is expected

@@ -347,8 +347,14 @@ class SearchConfig(Strict):
     #: The sampler learns results in trial order: trial k is proposed once trials 0..k-max_concurrent are done, so the
     #: same config and seed propose the same trials (reproducible leaderboards); a slot idles only while a trial that
     #: finished before an elder waits for it. ``false`` tells each result as it comes and never idles a slot, at the
-    #: price of proposals that depend on the order in which trials finish.
-    in_order: bool = True
+    #: price of proposals that depend on the order in which trials finish. Default: true under FIFO, false under ASHA
+    #: (whose stop decisions depend on the order trials reach a rung anyway, and whose stopped trials would leave
+    #: slots idle behind their elders).
+    in_order: bool | None = None
+
+    @property
+    def proposes_in_order(self) -> bool:
+        return self.in_order if self.in_order is not None else self.scheduler.type == "fifo"
     #: ``tpe`` (single objective), ``nsga2`` (multi-objective; the default when objective.metrics is set), ``random``.
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     n_startup_trials: int = Field(default=4, ge=1)

@@ -117,7 +117,7 @@ def make_searcher(cfg: ExperimentConfig, storage: str | None = None, study_name:
         sampler=make_sampler(cfg), storage=optuna.storages.RDBStorage(storage) if storage else None,
         study_name=study_name, constraint_keys=[f"constraint_{k}" for k in cfg.objective.constraints.active()],
     )
-    if cfg.search.in_order:
+    if cfg.search.proposes_in_order:
         return InOrderLimiter(searcher, cfg.search.max_concurrent, cfg.search.num_samples,
                               LastFold(cfg.walk_forward.n_splits))
     return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent)
