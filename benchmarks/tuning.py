@@ -1,7 +1,7 @@
 """Tuning benchmarks: what Ray Tune + Optuna + Ray Train cost per trial, and what concurrency, DDP and ASHA buy.
 
 Run: ``.venv/bin/python benchmarks/tuning.py [--n N] [--epochs E] [--quick] [--cold] [--keep]`` (default N=12,
-20 epochs; ~20 min here). Prints one table per question, each a ratio against a named alternative, on one
+20 epochs; ~25 min here). Prints one table per question, each a ratio against a named alternative, on one
 objective: the trial of ``tests/configs/tiny.yaml`` (train + backtest its 3 walk-forward folds on the bundled GOOG
 bars, ``--epochs`` per fold), searched by seeded TPE over its two-parameter space.
 
@@ -707,7 +707,8 @@ def report(results: dict[str, Any], n: int) -> str:
                         "fit() s"], rows, notes))
 
     # 4. ASHA -------------------------------------------------------------------------------------------------
-    rows, notes = [], [f"FIFO {n} trials, ASHA {ASHA_MULTIPLE * n}; 2 at a time (in order), num_workers 0, rung = "
+    rows, notes = [], [f"FIFO {n} trials, ASHA {ASHA_MULTIPLE * n}; 2 at a time (FIFO in order, ASHA free: "
+                       "search.in_order's defaults), num_workers 0, rung = "
                        "fold (max_t 3); best Sharpe over trials that ran all 3 folds (the same out-of-sample span)"]
     for key, label in (("fifo2_local", "FIFO (baseline)"), ("asha2", "ASHA grace 1, reduction 2")):
         if not usable(results, key):
