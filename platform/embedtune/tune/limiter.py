@@ -12,8 +12,9 @@ already waiting then, and Tune hands it the same warm actor.
 """
 from __future__ import annotations
 
+import base64
+import json
 import os
-import pickle
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -86,21 +87,28 @@ class InOrderLimiter(Searcher):
         self.num_samples = int(state["num_samples"])
 
     def save(self, checkpoint_path: str) -> None:
-        """One file (Tune renames it into place): this window's state and the wrapped searcher's own save."""
+        """One file (Tune renames it into place): this window's state as JSON, and the wrapped searcher's own save."""
         with tempfile.TemporaryDirectory() as tmp:
             inner = os.path.join(tmp, "searcher.pkl")
             self.searcher.save(inner)
             with open(inner, "rb") as f:
-                blob = f.read()
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump({"window": self.get_state(), "searcher": blob}, f)
+                blob = base64.b64encode(f.read()).decode()
+        with open(checkpoint_path, "w") as f:
+            json.dump({"window": self.get_state(), "searcher": blob}, f, default=_plain)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            saved = pickle.load(f)
-        self.set_state(saved["window"])
+        with open(checkpoint_path) as f:
+            saved = json.load(f)
+        window = saved["window"]
+        window["finished"] = {k: (result, bool(error)) for k, (result, error) in window["finished"].items()}
+        self.set_state(window)
         with tempfile.TemporaryDirectory() as tmp:
             inner = os.path.join(tmp, "searcher.pkl")
             with open(inner, "wb") as f:
-                f.write(saved["searcher"])
+                f.write(base64.b64decode(saved["searcher"]))
             self.searcher.restore(inner)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars in Tune results as Python numbers; anything else JSON lacks as its text."""
+    return value.item() if hasattr(value, "item") else str(value)
