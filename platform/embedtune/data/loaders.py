@@ -4,7 +4,9 @@ Every problem surfaces as one ``DataError`` naming the file, the 1-based data ro
 so a user can fix the file without reading a stack trace. Rules run in this order, each reporting its first row:
 missing column, no rows, unparsable/missing timestamp (then expiry), mixed time zones, unparsable number, unsorted
 timestamps, duplicates, NaN/inf, non-positive prices, high < low, open/close outside [low, high], negative
-volume/sizes/open interest, bid > ask, expiry before snapshot, right not C/P.
+volume/sizes/open interest, bid > ask, expiry before snapshot, right not C/P. A chain loaded for its bars then has
+its date-only snapshot timestamps placed in time (``stamp_date_only``, ``data.chain_time``): with intraday bars and
+no ``chain_time`` the first date-only row is an error.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from embedtune.data.validate import (
     as_text,
     check_bars,
     check_chain,
+    fmt,
     parse_numbers,
     parse_timestamps,
     require_columns,
@@ -119,8 +122,88 @@ def bars_from_table(table: RawTable) -> pd.DataFrame:
     return pd.DataFrame(values, index=pd.DatetimeIndex(timestamps, name="timestamp"), columns=numeric)
 
 
-def chain_from_table(table: RawTable) -> pd.DataFrame:
-    """Validate raw chain cells; long frame sorted by (timestamp, expiry, strike, right) with a RangeIndex."""
+def date_only_rows(raw: pd.Series, parsed: pd.Series) -> np.ndarray:
+    """Which snapshot timestamps were written as a date with no time of day.
+
+    Text cells (CSV, or string columns in Parquet): a midnight value written without a time part (``2013-01-02``,
+    ``20130102``), so ``2013-01-02 00:00`` is a deliberate midnight. Parquet ``date`` columns are date-only; a tz-naive
+    Parquet datetime column counts as date-only when every value is exactly midnight (how a date column comes back
+    from pandas); a tz-aware one never does (it names an instant).
+    """
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        return np.zeros(len(raw), dtype=bool)
+    midnight = (parsed.dt.normalize() == parsed).to_numpy()
+    if raw.dtype.kind == "M":
+        return np.full(len(raw), bool(midnight.all()))
+    text = as_text(raw).reset_index(drop=True)
+    return midnight & ~text.str.contains(r"\d:\d|\dT\d", regex=True).to_numpy()
+
+
+def is_intraday(index: pd.DatetimeIndex) -> bool:
+    """More than one bar on a calendar day, or any bar off midnight (wall clock in the bars' zone)."""
+    wall = index.tz_localize(None) if index.tz is not None else index
+    days = wall.normalize()
+    return bool((days != wall).any() or days.duplicated().any())
+
+
+def stamp_date_only(source: Source, timestamps: pd.Series, date_only: np.ndarray, bars_index: pd.DatetimeIndex,
+                    chain_time: str | None) -> pd.Series:
+    """Snapshot times next to ``bars_index``: date-only timestamps get ``chain_time`` (``data.chain_time``).
+
+    Daily bars (``is_intraday`` false): a chain dated D stays at midnight D (in the bars' zone), visible at bar D as
+    every snapshot is from its timestamp on; ``chain_time`` is not needed. Intraday bars: without ``chain_time`` a
+    date-only timestamp is a ``DataError`` at its first row; with it, each date D becomes D at that time of day in
+    its zone (ambiguous or skipped wall times resolve to the later instant), converted to the bars' zone; tz-naive
+    bars are read as UTC when the chain time names a zone, and as their own wall clock when it does not.
+    """
+    from embedtune.data.chain_time import parse_chain_time
+
+    tz = bars_index.tz
+    if not date_only.any() or timestamps.dt.tz is not None:
+        return timestamps
+    intraday = is_intraday(bars_index)
+    if intraday and chain_time is None:
+        first = int(np.argmax(date_only))
+        raise source.error(
+            f"timestamp {fmt(timestamps.iloc[first])} has no time of day but the bars are intraday (first bars "
+            f"{', '.join(map(str, bars_index[:2]))}): set data.chain_time to when the chain was taken, e.g. "
+            "'16:00 America/New_York'", first, "timestamp")
+    if tz is not None and not date_only.all():
+        first = int(np.argmin(date_only))
+        raise source.error(
+            f"timestamp {fmt(timestamps.iloc[first])} has a time of day but no UTC offset while the bars are in "
+            f"{tz} (the date-only rows of this file are stamped in that zone); give every timed row an offset",
+            first, "timestamp")
+    dates = timestamps[date_only]
+    if intraday:
+        spec = parse_chain_time(chain_time)  # validated with the config already
+        wall = dates + pd.Timedelta(hours=spec.hour, minutes=spec.minute)
+        later = np.zeros(len(wall), dtype=bool)  # ambiguous wall times: the later (standard-time) instant
+        if spec.zone is not None:
+            from zoneinfo import ZoneInfo
+
+            aware = wall.dt.tz_localize(ZoneInfo(spec.zone), ambiguous=later, nonexistent="shift_forward")
+            stamped = aware.dt.tz_convert(tz) if tz is not None else aware.dt.tz_convert("UTC").dt.tz_localize(None)
+        else:
+            stamped = wall.dt.tz_localize(tz, ambiguous=later, nonexistent="shift_forward") if tz is not None \
+                else wall
+    else:
+        stamped = dates.dt.tz_localize(tz, ambiguous=np.zeros(len(dates), dtype=bool),
+                                       nonexistent="shift_forward") if tz is not None else dates
+    if date_only.all():
+        return stamped.dt.as_unit("ns")
+    out = timestamps.copy()
+    out[date_only] = stamped
+    return out
+
+
+def chain_from_table(table: RawTable, bars_index: pd.DatetimeIndex | None = None,
+                     chain_time: str | None = None) -> pd.DataFrame:
+    """Validate raw chain cells; long frame sorted by (timestamp, expiry, strike, right) with a RangeIndex.
+
+    With ``bars_index`` (the bars the chain goes with), date-only snapshot timestamps are placed in time by
+    ``stamp_date_only`` (``data.chain_time``) after every rule of the file itself has passed.
+    """
     source, raw = table.source, table.frame
     require_columns(source, list(raw.columns), CHAIN_COLUMNS)
     require_rows(source, raw)
@@ -132,6 +215,9 @@ def chain_from_table(table: RawTable) -> pd.DataFrame:
     upper = text.str.upper()
     rights = upper.map(_RIGHTS).where(upper.isin(list(_RIGHTS)), text)
     check_chain(source, timestamps, expiries, values, rights)
+    if bars_index is not None:
+        timestamps = stamp_date_only(source, timestamps, date_only_rows(raw["timestamp"], timestamps), bars_index,
+                                     chain_time)
     frame = pd.DataFrame({"timestamp": timestamps, "expiry": expiries, "strike": values["strike"],
                           "right": rights.astype(str)})
     for column in numeric[1:]:
@@ -144,13 +230,15 @@ def load_bars(path: str | os.PathLike[str]) -> pd.DataFrame:
     return bars_from_table(read_table(path))
 
 
-def load_option_chain(path: str | os.PathLike[str]) -> pd.DataFrame:
+def load_option_chain(path: str | os.PathLike[str], bars_index: pd.DatetimeIndex | None = None,
+                      chain_time: str | None = None) -> pd.DataFrame:
     """Load and validate a long option chain: one row per (snapshot timestamp, expiry, strike, right).
 
     ``strike`` and ``ask`` must be > 0, but ``bid == 0`` and ``last == 0`` are accepted: far out-of-the-money
     contracts routinely have no bid and no trade. ``right`` may be C/P/CALL/PUT in any case and comes back 'C'/'P'.
+    Given the bars' index, date-only snapshot timestamps are stamped with ``chain_time`` (``stamp_date_only``).
     """
-    return chain_from_table(read_table(path))
+    return chain_from_table(read_table(path), bars_index, chain_time)
 
 
 def is_chain(columns: pd.Index | list[str]) -> bool:

@@ -46,7 +46,7 @@ def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
     path = Path(chains)
     if not path.is_file():
         raise ConfigError(config_path, "data.option_chains", f"no such file {chains!r} (or use none, synthetic)")
-    return _replace(market, chains=load_option_chain(path))
+    return _replace(market, chains=load_option_chain(path, market.bars.index, cfg.chain_time))
 
 
 def _slice(market: MarketData, cfg: DataConfig, config_path: str) -> MarketData:

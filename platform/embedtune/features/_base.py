@@ -5,6 +5,7 @@ may use data at or before t only. Parameters are a strict pydantic model, so a Y
 """
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -58,6 +59,14 @@ def build_family(name: str, params: dict[str, Any] | None) -> FeatureFamily:
     """Instantiate a registered family; raises KeyError (unknown name) or pydantic ValidationError."""
     cls = FAMILIES[name]
     return cls(cls.Params.model_validate(params or {}))
+
+
+def features_key(spec: dict[str, dict[str, Any] | None]) -> str:
+    """Canonical key of a ``features`` spec (valid families only): the family order is kept (it is the column order)
+    and each family's parameters are dumped by its validated model, so an omitted default and an explicit one are the
+    same configuration."""
+    return json.dumps([[name, build_family(name, params).params.model_dump(mode="json")]
+                       for name, params in spec.items()], sort_keys=True)
 
 
 def family_errors(name: str, params: dict[str, Any] | None) -> list[tuple[str, str]]:

@@ -7,16 +7,17 @@ import pandas as pd
 
 from embedtune.data.market import MarketData
 from embedtune.features._base import build_family
-from embedtune.features.cache import FeatureCache, family_key
+from embedtune.features.cache import FeatureCache, family_key, market_inputs_hash
 
 
 def compute_features(market: MarketData, spec: dict[str, dict[str, Any]],
                      cache: FeatureCache | None = None) -> pd.DataFrame:
     """One frame, columns ``<family>.<name>``, in the order the config lists the families."""
     frames = []
+    inputs = market_inputs_hash(market) if cache is not None else ""
     for name, params in spec.items():
         family = build_family(name, params)
-        key = family_key(family, market.data_hash) if cache is not None else ""
+        key = family_key(family, inputs) if cache is not None else ""
         frame = cache.get(key) if cache is not None else None
         if frame is None:
             frame = family.compute(market)
