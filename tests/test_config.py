@@ -174,15 +174,17 @@ def test_bad_cpcv_values_name_their_key_path(walk_forward: dict, key: str) -> No
 
 
 def test_walk_forward_hashes_are_those_from_before_cpcv() -> None:
-    """The cpcv keys (and the scheduling switch search.in_order) are left out of a walk-forward config's hash, so its
-    trial seeds did not change."""
+    """The cpcv keys (and the scheduling switch search.in_order, and the labels name and description) are left out of
+    a walk-forward config's hash."""
     cfg = load_config(QUICKSTART)
-    science = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "resources")}
+    science = {k: v for k, v in cfg.model_dump(mode="json").items()
+               if k not in ("output", "resources", "name", "description")}
     del science["walk_forward"]["n_groups"], science["walk_forward"]["n_test_groups"], science["search"]["in_order"]
     canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
     assert cfg.config_hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     assert parse_config(cpcv(), "exp.yaml").config_hash != cfg.config_hash
     assert cfg.with_overrides({"search.in_order": False}).config_hash == cfg.config_hash
+    assert cfg.with_overrides({"name": "other", "description": "another text"}).config_hash == cfg.config_hash
 
 
 @pytest.mark.parametrize("dotted", ["walk_forward.n_folds", "labels.horizon", "data.start", "objective.capital"])
@@ -193,3 +195,49 @@ def test_searching_what_is_prepared_once_for_all_trials_is_refused(dotted: str) 
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     assert err.value.key == f"search.space.{dotted}" and "fixed for the whole experiment" in err.value.message
+
+
+CROSS_TRIAL = ["deflated_sharpe", "pbo"]
+
+
+@pytest.mark.parametrize("metric", CROSS_TRIAL)
+@pytest.mark.parametrize("where", ["metric", "metrics", "constraints"])
+def test_cross_trial_metrics_are_refused_as_objectives_and_constraints(metric: str, where: str) -> None:
+    """Computed after the search over all its trials: a trial has no value of its own, the search would run blind."""
+    from embedtune.config import CROSS_TRIAL_METRICS
+
+    assert set(CROSS_TRIAL) == set(CROSS_TRIAL_METRICS)
+    raw = quickstart()
+    objective = raw.setdefault("objective", {})
+    if where == "metric":
+        objective["metric"], key = metric, "objective.metric"
+    elif where == "metrics":
+        objective["metrics"], key = ["sharpe", metric], "objective.metrics"
+        raw["search"]["sampler"] = "nsga2"
+    else:
+        objective["constraints"], key = {metric: 0.5}, f"objective.constraints.{metric}"
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "exp.yaml")
+    assert info.value.key == key
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"config error: exp.yaml: {key}: ")
+    assert "after the search" in message and "per-trial" in message
+
+
+def test_every_per_trial_metric_is_allowed_and_computed_by_each_trial() -> None:
+    from embedtune.backtest.metrics import METRIC_NAMES
+    from embedtune.config import CROSS_TRIAL_METRICS, METRICS_MAXIMIZED, METRICS_MINIMIZED, PER_TRIAL_METRICS
+
+    assert set(PER_TRIAL_METRICS) == set(METRICS_MAXIMIZED + METRICS_MINIMIZED) - set(CROSS_TRIAL_METRICS)
+    # evaluate_oos reports the backtest metrics plus risk_adjusted for every trial (and fold) on its own
+    assert set(PER_TRIAL_METRICS) <= set(METRIC_NAMES) | {"risk_adjusted"}
+    for metric in PER_TRIAL_METRICS:
+        raw = quickstart()
+        raw.setdefault("objective", {})["metric"] = metric
+        assert parse_config(raw, "exp.yaml").objective.targets == [metric]
+        raw["objective"]["metrics"] = ["sharpe" if metric != "sharpe" else "sortino", metric]
+        raw["search"]["sampler"] = "nsga2"
+        assert parse_config(raw, "exp.yaml").objective.metrics[1] == metric
+    raw = quickstart()
+    raw.setdefault("objective", {})["constraints"] = {"max_drawdown": 0.5, "turnover": 10.0, "capacity": 0.1}
+    assert parse_config(raw, "exp.yaml").objective.constraints.active() == raw["objective"]["constraints"]

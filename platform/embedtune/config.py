@@ -53,6 +53,19 @@ class DataConfig(Strict):
     chain_generator: SyntheticChainConfig = SyntheticChainConfig()
     start: str | None = None
     end: str | None = None
+    #: Time of day (``HH:MM``, optionally followed by an IANA time zone, e.g. ``16:00 America/New_York``) at which a
+    #: date-only option-chain timestamp becomes visible (end-of-day vendor files). Required when such chains meet
+    #: intraday bars: a date alone would make the chain visible at midnight, before its quotes existed.
+    chain_time: str | None = None
+
+    @field_validator("chain_time")
+    @classmethod
+    def _chain_time_format(cls, value: str | None) -> str | None:
+        from embedtune.data.chain_time import parse_chain_time
+
+        if value is not None:
+            parse_chain_time(value)
+        return value
 
 
 class LabelConfig(Strict):
@@ -182,6 +195,11 @@ class TrainingConfig(Strict):
     weight_decay: float = Field(default=1e-4, ge=0.0)
     grad_clip: float = Field(default=1.0, gt=0.0)
     lambdas: LambdaConfig = LambdaConfig()
+    #: Repeats of every trial's folds with different seeds (common random numbers: the seeds depend on the experiment
+    #: seed, the fold and the repeat only); metrics are means over repeats, ``<metric>_seed_std`` their spread.
+    seeds: int = Field(default=1, ge=1, le=32)
+    #: Learning rate of learned loss weights (``model.loss_weighting: uncertainty``); None: ``learning_rate``.
+    loss_weight_lr: float | None = Field(default=None, gt=0.0, le=10.0)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     #: ``bf16`` autocasts the forward pass on GPU (CPU runs stay fp32: bf16 is slower there).
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -196,7 +214,12 @@ MAX_CPCV_SPLITS = 1000
 WALK_FORWARD_ONLY = ("n_folds", "test_bars", "train_bars")
 CPCV_ONLY = ("n_groups", "n_test_groups")
 #: Sections the driver prepares once for all trials (bars, labels, folds, output places): not searchable.
+#: (``features`` is searchable with finite choices: the driver precomputes every feature configuration the search space
+#: can produce, at most ``MAX_FEATURE_VARIANTS``, and each trial gets its own; see ``feature_variants``.)
 PREPARED_ONCE = ("data", "labels", "walk_forward", "resources", "output", "search", "objective")
+#: Most feature configurations a search space may produce (the product of the sizes of its finite ``features.*``
+#: choices): each is computed, and held in memory, before any trial starts.
+MAX_FEATURE_VARIANTS = 32
 
 
 class WalkForwardConfig(Strict):
@@ -220,6 +243,17 @@ class WalkForwardConfig(Strict):
     n_groups: int = Field(default=6, ge=3)
     #: ... of which each split tests on k (2 <= k < N; k = 1 would give a single path and no path distribution).
     n_test_groups: int = Field(default=2, ge=2)
+    #: The lockbox: the last samples, never seen by any trial, sampler, scheduler or search report, behind a purge and
+    #: an embargo. ``auto``: 20% of the samples, at least one ``test_bars`` block (walk-forward); ``0`` turns it off.
+    #: After the search the selected trials are trained once on the data before it and evaluated once on it.
+    holdout_bars: int | Literal["auto"] = "auto"
+
+    @field_validator("holdout_bars")
+    @classmethod
+    def _holdout_not_negative(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be >= 0 (0 turns the holdout off) or 'auto'")
+        return value
 
     @model_validator(mode="after")
     def _scheme_keys(self) -> "WalkForwardConfig":
@@ -262,12 +296,30 @@ class StrategyConfig(Strict):
 
 METRICS_MAXIMIZED = ("sharpe", "sortino", "information_ratio", "calmar", "total_return", "annual_return", "hit_rate",
                      "deflated_sharpe")
-METRICS_MINIMIZED = ("max_drawdown", "turnover", "annual_volatility", "risk_adjusted")
-Metric = Literal[METRICS_MAXIMIZED + METRICS_MINIMIZED]  # type: ignore[valid-type]
+METRICS_MINIMIZED = ("max_drawdown", "turnover", "annual_volatility", "risk_adjusted", "pbo")
+#: Metrics defined only across the trials of a search, computed after it over all finished trials
+#: (``experiment.overfitting_checks``): no single trial has a value to be scored or constrained on, so they are refused
+#: as ``objective.metric``, in ``objective.metrics`` and as constraints. Name -> what it is instead.
+CROSS_TRIAL_METRICS: dict[str, str] = {
+    "deflated_sharpe": "the deflated Sharpe ratio of a trial against the best of all trials of the search",
+    "pbo": "the probability of backtest overfitting of the whole search (CSCV over all trials)",
+}
+#: What a trial can be scored on: the per-trial metrics (every metric above but the cross-trial ones).
+PER_TRIAL_METRICS = tuple(m for m in METRICS_MAXIMIZED + METRICS_MINIMIZED if m not in CROSS_TRIAL_METRICS)
+Metric = Literal[PER_TRIAL_METRICS]  # type: ignore[valid-type]
 
 
 def metric_mode(metric: str) -> Literal["max", "min"]:
     return "max" if metric in METRICS_MAXIMIZED else "min"
+
+
+def cross_trial_problem(metric: Any, instead: str) -> str | None:
+    """Why ``metric`` cannot be what a trial is scored or constrained on (one line, naming ``instead``), or None."""
+    if not isinstance(metric, str) or metric not in CROSS_TRIAL_METRICS:
+        return None
+    return (f"{metric!r} is {CROSS_TRIAL_METRICS[metric]}, computed once after the search: no trial has a value to "
+            f"be scored or constrained on (the search would run blind); use {instead} and read {metric} in the "
+            "leaderboard")
 
 
 class RiskAdjustedConfig(Strict):
@@ -287,6 +339,15 @@ class ConstraintsConfig(Strict):
     #: Largest single trade as a fraction of trailing average daily dollar volume (at ``objective.capital``).
     capacity: float | None = Field(default=None, gt=0.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _per_trial_only(cls, raw: Any) -> Any:
+        for name in raw if isinstance(raw, dict) else ():
+            problem = cross_trial_problem(name, f"a per-trial constraint ({', '.join(cls.model_fields)})")
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+        return raw
+
     def active(self) -> dict[str, float]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
@@ -301,6 +362,15 @@ class ObjectiveConfig(Strict):
     #: Capital assumed when measuring capacity (traded size against average dollar volume).
     capital: float = Field(default=1_000_000.0, gt=0.0)
     capacity_window: int = Field(default=20, ge=1)
+
+    @field_validator("metric", "metrics", mode="before")
+    @classmethod
+    def _per_trial_only(cls, value: Any) -> Any:
+        for metric in value if isinstance(value, list) else [value]:
+            problem = cross_trial_problem(metric, f"a per-trial metric ({', '.join(PER_TRIAL_METRICS)})")
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @property
     def mode(self) -> Literal["max", "min"]:
@@ -370,6 +440,9 @@ class SearchConfig(Strict):
     #: Also run one trial with learned uncertainty loss weights (Kendall et al.), the baseline that tuned lambdas
     #: must beat; it is ranked in the same leaderboard.
     uncertainty_baseline: bool = True
+    #: Trials (best first by the objective) trained once more on the data before the lockbox holdout and evaluated
+    #: once on it, besides every baseline trial.
+    holdout_top_k: int = Field(default=3, ge=1)
 
 
 class ResourcesConfig(Strict):
@@ -448,15 +521,21 @@ def get_path(tree: dict[str, Any], dotted: str) -> Any:
 
 
 #: Sections that say where and on what an experiment runs, not what it computes: excluded from the hash, so moving
-#: results or changing worker counts keeps the hash (and the trial seeds derived from it) unchanged.
+#: results or changing worker counts keeps the hash unchanged.
 NON_SCIENTIFIC_SECTIONS = frozenset({"output", "resources"})
+#: Labels of an experiment, not what it computes: the same trial under another experiment name or description is
+#: the same computation (its seeds come from ``seed``, the fold and the repeat only) and keeps its hash.
+NON_SCIENTIFIC_KEYS = frozenset({"name", "description"})
 
 
 def config_hash(config: ExperimentConfig) -> str:
-    science = {k: v for k, v in config.model_dump(mode="json").items() if k not in NON_SCIENTIFIC_SECTIONS}
+    """What a trial computes, hashed: everything but where it runs (``NON_SCIENTIFIC_SECTIONS``), scheduling, and
+    ``name``/``description`` (``NON_SCIENTIFIC_KEYS``), so one computation has one hash in every experiment."""
+    science = {k: v for k, v in config.model_dump(mode="json").items()
+               if k not in NON_SCIENTIFIC_SECTIONS and k not in NON_SCIENTIFIC_KEYS}
     if science["walk_forward"]["scheme"] != "cpcv":
-        # Inert (and held at their defaults) outside cpcv: left out so walk-forward hashes, and the trial seeds
-        # derived from them, are those of the configs written before cpcv existed.
+        # Inert (and held at their defaults) outside cpcv: left out so walk-forward hashes are those of the configs
+        # written before cpcv existed.
         for key in CPCV_ONLY:
             science["walk_forward"].pop(key)
     science["search"].pop("in_order")  # scheduling, like resources: it never changes what a trial computes
@@ -537,6 +616,8 @@ def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
                            "(data, labels and folds are prepared once, before the trials); run one experiment per "
                            "value instead"))
             continue
+        if dotted.split(".")[0] == "features":
+            continue  # feature_search_errors, below: family defaults are not in the dump, and values are precomputed
         try:
             current = get_path(raw, dotted)
         except KeyError:
@@ -555,6 +636,7 @@ def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
                 _, msg = _first_error(err)
                 errors.append((f"search.space.{dotted}", f"value {sample!r} is invalid there: {msg}"))
                 break
+    errors += feature_search_errors(config)
     urls = {"search.storage": config.search.storage, "output.leaderboard_db": config.output.leaderboard_db}
     for key, url in urls.items():
         problem = database_url_problem(url) if url is not None else None
@@ -570,6 +652,117 @@ def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
     if config.objective.metrics and config.search.sampler == "tpe" and len(config.objective.metrics) > 1:
         errors.append(("search.sampler", "use nsga2 (or random) with several objective.metrics"))
     return errors
+
+
+def _finite_values(param: SearchParam) -> list[Any]:
+    """The values a ``choice`` or ``int`` parameter can take (``int``: low..high inclusive, as Optuna samples it)."""
+    if param.type == "choice":
+        return list(param.values or [])
+    return list(range(int(param.low), int(param.high) + 1))  # type: ignore[arg-type]
+
+
+def _family_problem(family: str, params: dict[str, Any]) -> str | None:
+    from embedtune.features import family_errors
+
+    problems = family_errors(family, params)
+    if not problems:
+        return None
+    key, msg = problems[0]
+    msg = msg.removeprefix("Value error, ")
+    return f"{key}: {msg}" if key else msg
+
+
+def feature_search_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
+    """Problems with the ``features.<family>.<parameter>`` keys of ``search.space``, as (key path, message).
+
+    Each must name a parameter of a family in ``features`` and take a finite ``choice`` or ``int`` distribution
+    (every distinct feature configuration is precomputed once, before the trials: a continuous range cannot be), every
+    value must be valid for the family, the product of the choices may not exceed ``MAX_FEATURE_VARIANTS``, and every
+    combination of the values must be a valid family configuration.
+    """
+    from embedtune.features import FAMILIES
+
+    errors: list[tuple[str, str]] = []
+    searched: dict[str, list[Any]] = {}
+    for dotted, param in config.search.space.items():
+        parts = dotted.split(".")
+        if parts[0] != "features":
+            continue
+        key = f"search.space.{dotted}"
+        if len(parts) != 3:
+            errors.append((key, "search a feature parameter as features.<family>.<parameter>"))
+            continue
+        family, name = parts[1], parts[2]
+        if family not in config.features:
+            errors.append((key, f"{family!r} is not a family in features: {sorted(config.features)}"))
+            continue
+        known = FAMILIES[family].Params.model_fields if family in FAMILIES else {}
+        if name not in known:
+            errors.append((key, f"feature family {family!r} has no parameter {name!r}; known: {sorted(known)}"))
+            continue
+        if param.type not in ("choice", "int"):
+            errors.append((key, f"a feature parameter takes a finite 'choice' or 'int' distribution, not "
+                           f"'{param.type}': each distinct feature configuration is computed once, before the "
+                           "trials, so a continuous range cannot be"))
+            continue
+        width = int(param.high) - int(param.low) + 1 if param.type == "int" else 0  # type: ignore[arg-type]
+        if width > MAX_FEATURE_VARIANTS:
+            errors.append((key, f"an 'int' range of {width} values exceeds the {MAX_FEATURE_VARIANTS} feature "
+                           "configurations precomputed at most; search fewer values"))
+            continue
+        values = _finite_values(param)
+        for value in values:
+            problem = _family_problem(family, {**config.features[family], name: value})
+            if problem:
+                errors.append((key, f"value {value!r} is invalid there: {problem}"))
+                break
+        else:
+            searched[dotted] = values
+    if errors or not searched:
+        return errors
+    count = math.prod(len(v) for v in searched.values())
+    if count > MAX_FEATURE_VARIANTS:
+        sizes = " x ".join(f"{len(v)} ({k})" for k, v in searched.items())
+        return [(f"search.space.{next(iter(searched))}", f"the features.* choices make {sizes} = {count} feature "
+                 f"configurations, each precomputed before the trials; at most {MAX_FEATURE_VARIANTS}: search fewer "
+                 "feature values")]
+    for spec, combination in _feature_combinations(config.features, searched):
+        for family, params in spec.items():
+            problem = _family_problem(family, params)
+            if problem:
+                mine = [k for k in combination if k.split(".")[1] == family]
+                if not mine:  # the config's own family is invalid: _semantic_errors names it
+                    return [(f"features.{family}", problem)]
+                shown = ", ".join(f"{k}={combination[k]!r}" for k in mine)
+                return [(f"search.space.{mine[0]}", f"the combination {shown} is invalid: {problem}")]
+    return errors
+
+
+def _feature_combinations(base: dict[str, dict[str, Any]], searched: dict[str, list[Any]]
+                          ) -> list[tuple[dict[str, dict[str, Any]], dict[str, Any]]]:
+    """(features spec, the searched values that made it) for every combination of the searched values."""
+    import itertools
+
+    out = []
+    for values in itertools.product(*searched.values()):
+        combination = dict(zip(searched, values))
+        spec = copy.deepcopy(base)
+        for dotted, value in combination.items():
+            set_path(spec, dotted.removeprefix("features."), value)
+        out.append((spec, combination))
+    return out
+
+
+def feature_variants(config: ExperimentConfig) -> list[dict[str, dict[str, Any]]]:
+    """Every ``features`` spec a trial of this experiment can run: the config's own first (baselines and ablation
+    variants run it), then one per combination of the searched ``features.*`` values, in search-space order; may
+    repeat a configuration (the caller keys them canonically). Assumes ``feature_search_errors`` found nothing."""
+    searched = {dotted: _finite_values(param) for dotted, param in config.search.space.items()
+                if dotted.split(".")[0] == "features"}
+    specs = [copy.deepcopy(config.features)]
+    if searched:
+        specs += [spec for spec, _ in _feature_combinations(config.features, searched)]
+    return specs
 
 
 def parse_config(raw: Any, path: str = "<config>") -> ExperimentConfig:

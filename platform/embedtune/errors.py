@@ -66,3 +66,23 @@ class StorageError(EmbedtuneError):
     def __str__(self) -> str:
         text = f"storage error: cannot write {self.path}: {self.reason}" + (f"; {self.hint}" if self.hint else "")
         return text.replace("\r", " ").replace("\n", " ")  # one line, whatever a path or an OS message holds
+
+
+@dataclass
+class PluginError(EmbedtuneError):
+    """A strategy plugin that breaks its contract on the prepared data (``embedtune.plugin_check``): it looks ahead,
+    raises, or returns positions that are not a Series on the predictions' bars in [-1, 1].
+
+    ``bar`` is the first offending bar (a timestamp) where one applies, already named in ``message``; ``path`` is
+    the plugin's file.
+    """
+
+    plugin: str
+    message: str
+    bar: object | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        where = f"strategy {self.plugin!r}" + (f" ({self.path})" if self.path else "")
+        text = f"plugin error: {where}: {self.message}"
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())  # one line, whatever it raised

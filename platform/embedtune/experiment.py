@@ -22,14 +22,16 @@ from ray import cloudpickle
 import pandas as pd
 import ray
 
-from embedtune.backtest.overfitting import dsr_from_returns, per_period_sharpe, select_with_overfitting_checks
 from embedtune.config import ExperimentConfig, dump_config, load_config, metric_mode
 from embedtune.dataset import PreparedData, prepare
 from embedtune.errors import ConfigError
 from embedtune.leaderboard.chart import equity_chart
 from embedtune.leaderboard.store import LeaderboardStore
 from embedtune.report.html import write_html_report
-from embedtune.leaderboard.records import TrialRecord, ranked_table, to_markdown
+from embedtune.holdout import HOLDOUT_FILE, attach, choose, evaluate_holdout, holdout_span, read_holdout_frames
+from embedtune.holdout import selected_beats_baselines
+from embedtune.leaderboard.ledger import ledger_checks, ledger_line
+from embedtune.leaderboard.records import BETA_CORRELATION, TrialRecord, ranked_table, to_markdown
 from embedtune.runtime import ensure_ray, git_commit
 from embedtune.storage import StorageGuard, probe_dir, probe_file, sqlite_file, storage_error
 from embedtune.strategy import Strategy, load_strategy
@@ -78,6 +80,8 @@ def run_experiment(config_path: str | Path | None = None, output_root: str | Non
         cfg = cfg.with_overrides({"output.root": output_root})
     data = prepare(cfg, str(config_path))
     strategy = load_plugin(cfg)
+    from embedtune.plugin_check import check_strategy
+    check_strategy(strategy, data)  # a plugin that looks ahead or breaks its contract stops here: nothing written
 
     if resume is None:
         run_id = (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + cfg.config_hash[:8]
@@ -101,27 +105,34 @@ def run_experiment(config_path: str | Path | None = None, output_root: str | Non
             failed.hint = "nothing was run; make the folder writable (or choose another with --output)"
             raise failed from None
 
+    search_data = data.search_view()  # the trials never get the lockbox bars
     if verbose:
+        held = (f", the last {len(data.holdout.test)} held out until the search ends" if data.holdout is not None
+                else ", no holdout")
         print(f"embedtune: {cfg.name}: {len(data.bars)} bars of {data.market_name}"
-              f"{' (SYNTHETIC)' if data.synthetic else ''}, {len(data.folds)} folds, "
+              f"{' (SYNTHETIC)' if data.synthetic else ''}{held}, {len(data.folds)} folds, "
               f"{cfg.search.num_samples} trials x {max(cfg.resources.num_workers, 1)} worker(s)"
               + (f", resuming {run_id}" if resume else ""), file=sys.stderr)
     # A folder that stops taking writes mid-search stops the search (Tune itself would only error trial after trial).
     with StorageGuard([experiment_root, storage], hint=hint) as guard:
         started_ray = ensure_ray(cfg)
         try:
-            data_ref = ray.put(data)
+            data_ref = ray.put(search_data)
             study = cfg.search.storage or f"sqlite:///{experiment_root / 'optuna.db'}"
             grid = run_search(cfg, data_ref, strategy, str(storage), name="ablation" if ablation else "tune",
                               verbose=verbose, ablation=ablation, study_storage=study, study_name=run_id,
                               resume=resume is not None)
             guard.check()
-            records = collect_records(grid, cfg, data)
+            records = collect_records(grid, cfg, search_data)
             if not ablation and cfg.search.uncertainty_baseline and cfg.model.loss_weighting == "fixed":
                 baseline = run_search(cfg, data_ref, strategy, str(storage), name="baseline", verbose=verbose,
-                                      fixed={UNCERTAINTY_KEY: "uncertainty"}, resume=resume is not None)
+                                      fixed=baseline_values(cfg, records), resume=resume is not None)
                 guard.check()
-                records += collect_records(baseline, cfg, data, prefix="u")
+                records += collect_records(baseline, cfg, search_data, prefix="u", baseline="uncertainty")
+            if data.holdout is not None:  # the lockbox opens once, for what the search chose
+                chosen = choose(rank_records(records, cfg, data), cfg.search.holdout_top_k)
+                attach(records, evaluate_holdout(cfg, data, strategy, storage, chosen, verbose, resume is not None))
+                guard.check()
         finally:
             if started_ray:
                 ray.shutdown()
@@ -136,11 +147,13 @@ def run_experiment(config_path: str | Path | None = None, output_root: str | Non
     if failed is not None:
         failed.hint = hint
         raise failed
+    with LeaderboardStore(db) as store:  # earlier runs of this experiment count in the ledger too
+        earlier = store.trial_count(cfg.name)
     shutil.rmtree(staging, ignore_errors=True)  # left by an earlier attempt at this run that could not clean up
     try:
         staging.mkdir(parents=True, exist_ok=False)
         result = write_bundle(staging, final, cfg, data, records, str(config_path), storage,
-                              time.perf_counter() - started)
+                              time.perf_counter() - started, earlier_trials=earlier)
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         failed = storage_error(err, staging) if isinstance(err, OSError) else None
@@ -169,6 +182,27 @@ def find_resumable(target: str, output_root: str) -> tuple[Path, dict[str, Any]]
 
 
 UNCERTAINTY_KEY = "model.loss_weighting"
+LAMBDA_PREFIX = "training.lambdas."
+
+
+def baseline_values(cfg: ExperimentConfig, records: list[TrialRecord]) -> dict[str, Any]:
+    """The learned-uncertainty baseline at the search pick's other hyperparameters.
+
+    The comparison is tuned lambdas against learned loss weights, everything else equal: the baseline takes every
+    searched value of the search's best finished trial except the lambdas (which learned weights replace). Its
+    search-fold numbers still come from one trial against the best of many, so the verdict is read on the holdout,
+    where both are evaluated once.
+    """
+    ranked = [r for r in rank_records(records, cfg, None) if r.status == "done"]
+    values = {k: v for k, v in ranked[0].params.items() if not k.startswith(LAMBDA_PREFIX)} if ranked else {}
+    return {**values, UNCERTAINTY_KEY: "uncertainty"}
+
+
+def rank_records(records: list[TrialRecord], cfg: ExperimentConfig, data: PreparedData | None) -> list[TrialRecord]:
+    """Records in leaderboard order (the search objective, feasibility, the Pareto front; see ``ranked_table``)."""
+    table = ranked_table(records, cfg.objective.targets, "", cfg.config_hash)
+    order = {trial: i for i, trial in enumerate(table["trial"])} if not table.empty else {}
+    return sorted(records, key=lambda r: order.get(r.trial_id, len(order)))
 
 
 def creation_order(result: Any) -> int:
@@ -178,7 +212,8 @@ def creation_order(result: Any) -> int:
     return int(match.group(1)) if match else 0
 
 
-def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix: str = "t") -> list[TrialRecord]:
+def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix: str = "t",
+                    baseline: str | None = None) -> list[TrialRecord]:
     records = []
     results = sorted(grid, key=creation_order)
     for number, result in enumerate(results):
@@ -195,39 +230,18 @@ def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix
             metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
             folds_done=folds_done, config_hash=trial_config(cfg, params).config_hash, oos=oos,
             error=str(result.error).splitlines()[0] if result.error else None,
-            extra={"ray_trial_path": result.path},
+            extra={"ray_trial_path": result.path}, baseline=baseline,
         ))
     return records
 
 
-def overfitting_checks(records: list[TrialRecord], periods_per_year: float) -> dict[str, float]:
-    """Deflated Sharpe of every finished trial (against the expected best of as many null trials) and the
-    experiment's probability of backtest overfitting (CSCV); written into each record's metrics."""
-    done = [r for r in records if r.status == "done" and r.oos is not None]
-    if len(done) < 2:
-        return {}
-    returns = pd.DataFrame({r.trial_id: r.oos["strategy_return"] for r in done}).fillna(0.0)
-    n_splits = max(2, min(16, (len(returns) // 2) * 2))
-    try:
-        summary = select_with_overfitting_checks(returns, periods_per_year, n_splits=n_splits)
-    except ValueError as err:  # e.g. too few out-of-sample bars: report why instead of failing the experiment
-        return {"error": str(err)}  # type: ignore[dict-item]
-    sharpes = per_period_sharpe(returns.to_numpy())
-    for j, record in enumerate(done):
-        try:
-            record.metrics["deflated_sharpe"] = dsr_from_returns(returns.to_numpy()[:, j], sharpes).probability
-        except ValueError:  # a trial that never traded has no return distribution to deflate
-            record.metrics["deflated_sharpe"] = float("nan")
-        record.metrics["pbo"] = summary["pbo"]
-    return summary
-
-
 def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: PreparedData,
-                 records: list[TrialRecord], config_path: str, storage: Path, seconds: float) -> ExperimentResult:
-    selection = overfitting_checks(records, data.periods_per_year)
-    table = ranked_table(records, cfg.objective.targets, data.data_hash, cfg.config_hash)
-    order = {trial: i for i, trial in enumerate(table["trial"])} if not table.empty else {}
-    ranked = sorted(records, key=lambda r: order.get(r.trial_id, len(order)))
+                 records: list[TrialRecord], config_path: str, storage: Path, seconds: float,
+                 earlier_trials: int = 0) -> ExperimentResult:
+    ranked = rank_records(records, cfg, data)
+    pick = next((r for r in ranked if r.status == "done" and r.baseline is None), None)
+    selection = ledger_checks(records, data.periods_per_year, pick, earlier_trials)
+    table = ranked_table(ranked, cfg.objective.targets, data.data_hash, cfg.config_hash)
 
     (staging / "config.yaml").write_text(dump_config(cfg))
     table.to_csv(staging / "leaderboard.csv", index=False)
@@ -236,6 +250,8 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
     for record in ranked:
         if record.oos is not None:
             record.oos.to_parquet(trials_dir / f"{record.trial_id}_oos.parquet")
+    for trial, frame in read_holdout_frames(storage).items():
+        frame.to_parquet(trials_dir / f"{trial}_holdout.parquet")
     equity_chart(ranked, staging / "equity.png", f"{cfg.name}: out-of-sample equity, top trials",
                  data.synthetic)
     manifest = {
@@ -248,11 +264,12 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
         "objective": {"metric": cfg.objective.targets[0], "mode": metric_mode(cfg.objective.targets[0]),
                       "targets": cfg.objective.targets, "constraints": cfg.objective.constraints.active()},
         "selection": selection,
+        "holdout": holdout_section(storage, data),
         "git_commit": git_commit(), "ray_storage": str(storage), "seconds": round(seconds, 1),
         "trials": {r.trial_id: {"status": r.status, "error": r.error, **r.extra} for r in records},
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    (staging / "leaderboard.md").write_text(render_markdown(cfg, data, table, manifest))
+    (staging / "leaderboard.md").write_text(render_markdown(cfg, data, table, manifest, ranked))
     write_html_report(staging, staging / "report.html")
     staging.rename(final)
     return ExperimentResult(run_dir=final, leaderboard_md=final / "leaderboard.md",
@@ -269,15 +286,26 @@ def test_windows(data: PreparedData) -> list[dict[str, Any]]:
     return [{"fold": f.index, "train": dates(f.train), "test": dates(f.test)} for f in data.folds]
 
 
-def selection_line(selection: dict[str, float]) -> str:
-    if not selection:
-        return "- overfitting checks: need at least 2 finished trials"
-    if "error" in selection:
-        return f"- overfitting checks not computed: {selection['error']}"
-    return (f"- overfitting checks over {int(selection['n_trials'])} trials: best Sharpe "
-            f"{selection['best_sharpe']:.3f} vs {selection['expected_max_sharpe']:.3f} expected from the best of as "
-            f"many null trials; deflated Sharpe (probability the best is real) {selection['deflated_sharpe']:.3f}; "
-            f"probability of backtest overfitting {selection['pbo']:.3f}")
+def holdout_section(storage: Path, data: PreparedData) -> dict[str, Any]:
+    """The manifest's account of the lockbox: its span, what was evaluated on it and how often it was opened."""
+    if data.holdout is None:
+        return {"touched": 0, "bars": 0, "selection_end": str(data.selection_end)}
+    marker = storage / HOLDOUT_FILE
+    section = json.loads(marker.read_text()) if marker.is_file() else {**holdout_span(data), "touched": 0}
+    return {k: v for k, v in section.items() if k != "trials"}
+
+
+def holdout_lines(manifest: dict[str, Any], ranked: list[TrialRecord]) -> list[str]:
+    holdout = manifest.get("holdout") or {}
+    if not holdout.get("bars"):
+        return ["- lockbox holdout: none (walk_forward.holdout_bars: 0): every figure below was selected on the data "
+                "it reports"]
+    lines = [f"- lockbox holdout: {holdout['bars']} bars, {holdout['start']} .. {holdout['end']}, behind the purge "
+             f"and embargo; the search saw bars up to {holdout['selection_end']} only. Opened once after the search "
+             f"for {', '.join(holdout.get('evaluated') or []) or 'no trial'} (the top trials by the objective and every "
+             "baseline), each trained once on the data before it: see the `holdout_*` columns"]
+    lines += [f"- {sentence}" for sentence in selected_beats_baselines(ranked)]
+    return lines
 
 
 def splits_phrase(cfg: ExperimentConfig, data: PreparedData) -> str:
@@ -289,7 +317,7 @@ def splits_phrase(cfg: ExperimentConfig, data: PreparedData) -> str:
 
 
 def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFrame,
-                    manifest: dict[str, Any]) -> str:
+                    manifest: dict[str, Any], ranked: list[TrialRecord]) -> str:
     what = "; ".join(f"{k}: {v}" for k, v in (data.notes or {}).items()) or "generated data"
     banner = (f"> **SYNTHETIC DATA**: these results use data that did not come from a market ({what}).\n\n"
               if data.synthetic else "")
@@ -304,7 +332,9 @@ def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFra
         f"- strategy: `{cfg.strategy.name}` {cfg.strategy.params}, fees {cfg.strategy.fees}, slippage "
         f"{cfg.strategy.slippage}, executed at the next bar's open",
         f"- config hash `{cfg.config_hash}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
-        selection_line(manifest.get("selection") or {}),
+        ledger_line(manifest.get("selection") or {}),
+        *holdout_lines(manifest, ranked),
+        f"- flags: `beta` = out-of-sample returns correlate above {BETA_CORRELATION} with buy-and-hold",
         "", "![equity](equity.png)", "", to_markdown(table), "",
     ]
     return "\n".join(lines)

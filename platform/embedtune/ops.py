@@ -104,6 +104,9 @@ def backtest_saved_model(model_dir: str | Path, data: str, output_dir: str | Pat
                          ) from None
     predictions, _, _ = predict(net, dataset, model.scaler, index, torch.device("cpu"))
     strategy = load_strategy(cfg.strategy.name, cfg.strategy.params, Path(cfg.strategy.path))
+    from embedtune.plugin_check import check_strategy
+    check_strategy(strategy, _as_prepared(market, features, model.feature_names, labels, warmup, cfg),
+                   positions=positions)  # before anything is written
     evaluation = evaluate_oos(cfg, _as_prepared(market, features, model.feature_names, labels, warmup, cfg),
                               predictions, strategy)
     summary = {
@@ -114,9 +117,14 @@ def backtest_saved_model(model_dir: str | Path, data: str, output_dir: str | Pat
                  "hash": market.data_hash, "notes": dict(market.notes)},
         "model": {"path": str(Path(model_dir).resolve()), **model.meta},
         "overlaps_training": _overlaps_training(model, market, index[positions[0]]),
+        "in_sample": _overlaps_training(model, market, index[positions[0]], "selection_end"),
         "strategy": {"name": cfg.strategy.name, "params": cfg.strategy.params, "fees": cfg.strategy.fees,
                      "slippage": cfg.strategy.slippage},
     }
+    if summary["in_sample"] and not summary["overlaps_training"]:
+        print(f"embedtune: warning: the backtest starts at {summary['period']['start']}, before the end of the data "
+              f"the search selected this model on ({model.meta['selection_end']}): these bars are in sample",
+              file=sys.stderr)
     if summary["overlaps_training"]:
         print(f"embedtune: warning: the backtest starts at {summary['period']['start']}, before the model's "
               f"training data ends ({model.meta['trained_through']}): these bars are in sample", file=sys.stderr)
@@ -195,15 +203,17 @@ def _as_prepared(market: MarketData, features: np.ndarray, names: list[str], lab
                         periods_per_year=periods_per_year(market.bars.index), notes=dict(market.notes))
 
 
-def _overlaps_training(model: SavedModel, market: MarketData, first: pd.Timestamp) -> bool | None:
-    """True when the backtest starts on bars the model learned from (same market, before its last used bar)."""
-    through = model.meta.get("trained_through")
+def _overlaps_training(model: SavedModel, market: MarketData, first: pd.Timestamp,
+                       until: str = "trained_through") -> bool | None:
+    """True when the backtest starts on bars the model learned from (same market, before its last used bar), or with
+    ``until="selection_end"`` on bars the search chose it on."""
+    through = model.meta.get(until)
     trained_on = model.meta.get("data") or {}
     if not through or not trained_on:
         return None
     if trained_on.get("name") != market.name and trained_on.get("hash") != market.data_hash:
         return False
-    return bool(first <= _timestamp(through, "trained_through", market.bars.index))
+    return bool(first <= _timestamp(through, until, market.bars.index))
 
 
 def write_backtest(output_dir: Path, cfg: ExperimentConfig, market: MarketData, frame: pd.DataFrame,

@@ -183,9 +183,9 @@ def _from_checkpoint(checkpoint: Path, bundle: Path | None) -> SavedModel:
     base = _config(storage / RUN_CONFIG)
     cfg = trial_config(base, params)
     fold_index = int(_json(checkpoint / METRICS_FILE)["fold"])
-    # As in the run: data prepared once from the base config, then restricted to the trial's families.
-    data = prepare(base, str(storage / RUN_CONFIG)).restrict_to(list(cfg.features))
-    fold = data.folds[fold_index]
+    # As in the run: data prepared once from the base config, then the trial's own feature configuration.
+    data = prepare(base, str(storage / RUN_CONFIG)).for_features(cfg.features)
+    fold = data.fold(fold_index)
     train = fold.train[~np.isnan(data.labels[fold.train]).any(axis=1)]
     scaler = FoldScaler.fit(data.features, data.labels, train, cfg.model.window)
     saved = _scaler_arrays(checkpoint / SCALER_FILE)
@@ -199,7 +199,9 @@ def _from_checkpoint(checkpoint: Path, bundle: Path | None) -> SavedModel:
     meta = {"trial": trial, "ray_trial_id": trial_id, "fold": fold_index, "config_hash": cfg.config_hash,
             "data": {"name": data.market_name, "source": data.source, "hash": data.data_hash},
             "train_start": str(data.index[int(train[0])]), "train_end": str(data.index[int(train[-1])]),
-            "trained_through": str(data.index[last_info])}
+            "trained_through": str(data.index[last_info]),
+            # The search chose this trial on bars up to here: a backtest that starts earlier is in sample.
+            "selection_end": str(data.selection_end)}
     return SavedModel(path=checkpoint, config=cfg, weights=checkpoint / MODEL_FILE, scaler=scaler,
                       feature_names=list(data.feature_names), meta=meta)
 

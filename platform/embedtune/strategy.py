@@ -60,8 +60,10 @@ class Strategy(ABC):
         if not isinstance(out, pd.Series) or not out.index.equals(predictions.index):
             raise ValueError(f"strategy {self.name!r} must return a Series indexed like the predictions")
         values = out.to_numpy(dtype=float)
-        if (np.abs(values[~np.isnan(values)]) > 1.0).any():
-            raise ValueError(f"strategy {self.name!r} returned positions outside [-1, 1]")
+        outside = np.flatnonzero(np.abs(values) > 1.0)  # NaN compares False: no decision is not out of range
+        if outside.size:
+            raise ValueError(f"strategy {self.name!r} returned positions outside [-1, 1], first at bar "
+                             f"{out.index[outside[0]]}: {values[outside[0]]:g}")
         return out.astype(float).rename(self.name)
 
 

@@ -9,6 +9,7 @@ backtest paths and ``cpcv_layout`` both in the form an experiment with ``walk_fo
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
@@ -271,3 +272,49 @@ def _check_cpcv(
             f"n_groups ({n_groups}) exceeds the {max(usable, 0)} samples between first_valid ({first_valid}) and "
             f"n_samples ({n_samples}): every group needs at least one sample"
         )
+
+
+#: Share of the samples the lockbox holdout takes under ``holdout_bars: auto``.
+HOLDOUT_SHARE = 0.2
+
+
+def holdout_size(n_samples: int, requested: int | str, min_size: int) -> int:
+    """Samples the lockbox takes: ``requested``, or under ``auto`` 20% of them (at least ``min_size``, one test
+    block); 0 turns it off."""
+    if requested == "auto":
+        return max(int(math.ceil(HOLDOUT_SHARE * n_samples)), min_size)
+    return int(requested)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The lockbox at the end of the data and the one training set that is evaluated on it.
+
+    ``search_end`` is the first position the search may not use: ``test[0] - purge - embargo``. Every search fold
+    lies before it, so no search label (which looks ``horizon <= purge`` bars ahead) reaches the holdout, and the
+    holdout's own training set ends there too. ``fold`` trains on the last ``train_size`` samples before
+    ``search_end`` (rolling) or on all of them (anchored, cpcv) and tests on the holdout.
+    """
+
+    fold: Fold
+    search_end: int
+
+    @property
+    def test(self) -> np.ndarray:
+        return self.fold.test
+
+
+def holdout_split(n_samples: int, size: int, *, purge: int, embargo: int, train_size: int | None,
+                  scheme: str, first_valid: int = 0, index: int = 0) -> Holdout:
+    """The last ``size`` of positions ``first_valid..n_samples-1`` as a lockbox behind ``purge + embargo``."""
+    if size < 1:
+        raise ValueError(f"holdout size must be >= 1, got {size}")
+    start = n_samples - size
+    search_end = start - purge - embargo
+    if search_end - first_valid < 1:
+        raise ValueError(f"the holdout of {size} samples (plus purge {purge} and embargo {embargo}) leaves no sample "
+                         f"for the search: {n_samples - first_valid} samples after the warm-up")
+    train_start = first_valid if scheme != "rolling" or train_size is None else max(first_valid,
+                                                                                      search_end - train_size)
+    return Holdout(fold=Fold(index=index, train=np.arange(train_start, search_end), test=np.arange(start, n_samples)),
+                   search_end=search_end)

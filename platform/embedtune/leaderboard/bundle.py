@@ -15,21 +15,25 @@ import pandas as pd
 import yaml
 
 from embedtune.errors import EmbedtuneError
-from embedtune.leaderboard.records import METRIC_COLUMNS, PATH_COLUMNS, PATH_SUFFIXES
+from embedtune.leaderboard.records import (METRIC_COLUMNS, PATH_COLUMNS, PATH_SUFFIXES, RESULT_PREFIXES,
+                                           RESULT_SUFFIXES)
 
 #: Metrics with a column of their own in the store, listed here rather than taken from ``METRIC_COLUMNS`` so the
 #: database schema stays put when the leaderboard grows a column (those land in the ``extra_metrics`` JSON).
 STORED_METRICS: tuple[str, ...] = (
     "sharpe", "sortino", "information_ratio", "max_drawdown", "calmar", "hit_rate", "turnover", "total_return",
-    "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "pbo",
+    "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "pbo", "deflated_sharpe_excess",
+    "holdout_sharpe", "holdout_information_ratio", "holdout_max_drawdown", "holdout_total_return",
 )
 HEAD_PREFIXES: tuple[str, ...] = ("head_", "lambda_eff_", "fusion_")
-FIXED_COLUMNS: tuple[str, ...] = ("rank", "trial", "status", "folds", "config_hash", "data_hash", "experiment_hash")
+FIXED_COLUMNS: tuple[str, ...] = ("rank", "trial", "status", "folds", "baseline", "flags", "config_hash", "data_hash",
+                                  "experiment_hash")
 #: Per-trial outcomes without a column of their own: ranking flags, constraint slacks, sanitized objective values.
 FLAG_COLUMNS: tuple[str, ...] = ("feasible", "pareto")
-EXTRA_PREFIXES: tuple[str, ...] = ("constraint_", "objective_")
+EXTRA_PREFIXES: tuple[str, ...] = ("constraint_", "objective_", *RESULT_PREFIXES)
 REQUIRED_FILES: tuple[str, ...] = ("manifest.json", "leaderboard.csv", "config.yaml")
-_TEXT_COLUMNS = {"trial": str, "status": str, "config_hash": str, "data_hash": str, "experiment_hash": str}
+_TEXT_COLUMNS = {"trial": str, "status": str, "config_hash": str, "data_hash": str, "experiment_hash": str,
+                 "baseline": str, "flags": str}
 _DAYS_PER_YEAR = 365.25
 
 
@@ -140,7 +144,7 @@ class Bundle:
     def extra_metric_columns(self) -> list[str]:
         return [c for c in self.table.columns if c not in STORED_METRICS
                 and (c in METRIC_COLUMNS or c in FLAG_COLUMNS or c.startswith(EXTRA_PREFIXES)
-                     or c in PATH_COLUMNS or c.endswith(PATH_SUFFIXES))]
+                     or c in PATH_COLUMNS or c.endswith(PATH_SUFFIXES) or c.endswith(RESULT_SUFFIXES))]
 
     @property
     def param_columns(self) -> list[str]:
@@ -239,6 +243,8 @@ def read_bundle(bundle_dir: Path | str) -> Bundle:
         table = pd.DataFrame(columns=["rank", "trial", "status", "folds"])
     except (OSError, ValueError) as err:
         raise BundleError(str(bundle_dir), f"unreadable leaderboard.csv: {str(err).splitlines()[0]}") from None
+    for column in ("baseline", "flags"):  # text columns that are empty for most trials (older bundles lack them)
+        table[column] = table[column].fillna("") if column in table.columns else ""
     absent = {"rank", "trial", "status"} - set(table.columns)
     if absent:
         raise BundleError(str(bundle_dir), f"leaderboard.csv lacks column(s) {', '.join(sorted(absent))}")

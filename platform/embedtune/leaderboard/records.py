@@ -10,9 +10,25 @@ import pandas as pd
 
 METRIC_COLUMNS = (
     "sharpe", "sortino", "information_ratio", "max_drawdown", "calmar", "hit_rate", "turnover",
-    "total_return", "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "pbo", "risk_adjusted",
-    "benchmark_correlation", "capacity",
+    "total_return", "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "deflated_sharpe_excess",
+    "pbo", "risk_adjusted", "benchmark_correlation", "capacity",
 )
+#: Per-trial results beside the search metrics: the lockbox evaluation and the spread over seed repeats.
+RESULT_PREFIXES = ("holdout_",)
+RESULT_SUFFIXES = ("_seed_std",)
+#: A trial whose out-of-sample returns correlate above this with buy-and-hold is flagged ``beta``: its Sharpe is
+#: mostly the market's.
+BETA_CORRELATION = 0.9
+
+
+def trial_flags(metrics: dict[str, float]) -> str:
+    """Warnings a reader must see next to a trial's numbers, comma-separated (empty when none)."""
+    flags = []
+    if metrics.get("benchmark_correlation", math.nan) > BETA_CORRELATION:
+        flags.append("beta")
+    if metrics.get("holdout_benchmark_correlation", math.nan) > BETA_CORRELATION:
+        flags.append("holdout_beta")
+    return ",".join(flags)
 #: ``walk_forward.scheme: cpcv`` only: each metric's distribution over the backtest paths, and their number.
 PATH_SUFFIXES = ("_path_std", "_path_min", "_path_max")
 PATH_COLUMNS = ("n_paths",)
@@ -29,6 +45,8 @@ class TrialRecord:
     oos: pd.DataFrame | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The baseline this trial is (e.g. ``uncertainty``), None for a trial of the search itself.
+    baseline: str | None = None
 
 
 def _short(path: str) -> str:
@@ -53,9 +71,12 @@ def ranked_table(records: list[TrialRecord], targets: list[str], data_hash: str,
 
     rows = []
     for r in records:
-        row: dict[str, Any] = {"trial": r.trial_id, "status": r.status, "folds": r.folds_done}
+        row: dict[str, Any] = {"trial": r.trial_id, "status": r.status, "folds": r.folds_done,
+                               "baseline": r.baseline or "", "flags": trial_flags(r.metrics)}
         row.update({_short(k): v for k, v in sorted(r.params.items())})
         row.update({m: r.metrics.get(m, math.nan) for m in METRIC_COLUMNS})
+        row.update({k: v for k, v in sorted(r.metrics.items())
+                    if k.startswith(RESULT_PREFIXES) or k.endswith(RESULT_SUFFIXES)})
         row.update({k: v for k, v in sorted(r.metrics.items()) if k.endswith(PATH_SUFFIXES) or k in PATH_COLUMNS})
         row.update({k: v for k, v in sorted(r.metrics.items()) if k.startswith(("head_", "constraint_"))})
         row["feasible"] = is_feasible(r.metrics)

@@ -2,8 +2,8 @@
 filters and sorts run in SQL on SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
-from sqlalchemy import (JSON, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData,
-                        String, Table, Text)
+from sqlalchemy import (JSON, Boolean, CheckConstraint, Column, DateTime, Engine, Float, ForeignKey, Index, Integer,
+                        MetaData, String, Table, Text, inspect, text)
 
 from embedtune.leaderboard.bundle import STORED_METRICS
 
@@ -44,6 +44,8 @@ trials = Table(
     Column("strategy", String(256), index=True),
     Column("dataset", String(16), nullable=False, index=True),
     Column("folds", Integer),
+    Column("baseline", String(64)),
+    Column("flags", String(256)),
     Column("config_hash", String(64)),
     Column("data_hash", String(64)),
     Column("git_commit", String(64)),
@@ -58,3 +60,17 @@ trials = Table(
     CheckConstraint("dataset IN ('real', 'synthetic')", name="ck_trials_dataset"),
     Index("ix_trials_sharpe", "sharpe"),
 )
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Columns added to ``trials`` since a database was created (new stored metrics, flags), added in place:
+    ``create_all`` creates missing tables but never alters an existing one, and an older leaderboard must keep
+    taking new runs. Added columns are nullable, so older rows read as missing values."""
+    present = {c["name"] for c in inspect(engine).get_columns("trials")}
+    missing = [c for c in trials.columns if c.name not in present]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.execute(text(f'ALTER TABLE trials ADD COLUMN "{column.name}" {kind}'))

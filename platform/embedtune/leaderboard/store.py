@@ -21,12 +21,12 @@ from embedtune.leaderboard.schema import experiments, metadata, trials
 DEFAULT_URL = "sqlite:///results/leaderboard.db"
 OPERATORS = ("==", "!=", ">=", "<=", "=", ">", "<")
 _KEY = re.compile(r"^\s*([A-Za-z_][\w.]*?)\s*(==|!=|>=|<=|=|>|<)?\s*$")
-LEAD_COLUMNS = ("experiment", "run_id", "rank", "trial", "status", "strategy", "dataset", "folds")
+LEAD_COLUMNS = ("experiment", "run_id", "rank", "trial", "status", "baseline", "flags", "strategy", "dataset", "folds")
 TAIL_COLUMNS = ("config_hash", "data_hash", "git_commit", "error", "fold_metrics", "artifacts")
 QUERY_COLUMNS: dict[str, ColumnElement[Any]] = {
     "experiment": experiments.c.experiment,
-    **{name: trials.c[name] for name in ("run_id", "trial", "rank", "status", "strategy", "dataset", "folds",
-                                         "config_hash", "data_hash", "git_commit")},
+    **{name: trials.c[name] for name in ("run_id", "trial", "rank", "status", "baseline", "flags", "strategy",
+                                         "dataset", "folds", "config_hash", "data_hash", "git_commit")},
     **{name: trials.c[name] for name in STORED_METRICS},
 }
 NUMERIC_COLUMNS = frozenset({"rank", "folds", *STORED_METRICS})
@@ -75,6 +75,7 @@ class LeaderboardStore:
             event.listen(self._engine, "connect", _sqlite_foreign_keys)
         try:
             metadata.create_all(self._engine)
+            schema.add_missing_columns(self._engine)
         except SQLAlchemyError as err:
             self._engine.dispose()
             raise LeaderboardError(f"cannot open database {self.url}: {_first_line(err)}") from None
@@ -162,6 +163,17 @@ class LeaderboardStore:
         fields = list(dict.fromkeys(k for s in best for k in s.index))
         return pd.concat(best, axis=1).reindex(fields)
 
+    def trial_count(self, experiment: str) -> int:
+        """Trials of every ingested run of ``experiment``: what a new run of it is selected against (the ledger)."""
+        query = (select(func.count()).select_from(trials)
+                 .join(experiments, trials.c.run_id == experiments.c.run_id)
+                 .where(experiments.c.experiment == experiment))
+        try:
+            with self._engine.connect() as conn:
+                return int(conn.execute(query).scalar_one())
+        except SQLAlchemyError as err:
+            raise LeaderboardError(f"query failed on {self.url}: {_first_line(err)}") from None
+
     def experiments(self) -> pd.DataFrame:
         """One row per ingested run, newest first, with its trial counts."""
         counts = (select(trials.c.run_id, func.count().label("n_trials"),
@@ -209,6 +221,7 @@ def _trial_row(bundle: Bundle, row: pd.Series) -> dict[str, Any]:
     folds = number("folds")
     return {
         "run_id": bundle.run_id, "trial": trial, "rank": int(row["rank"]), "status": str(row["status"]),
+        "baseline": str(row.get("baseline") or "") or None, "flags": str(row.get("flags") or ""),
         "strategy": bundle.strategy, "dataset": bundle.dataset_kind,
         "folds": int(folds) if folds is not None else None,
         "config_hash": clean(row.get("config_hash")), "data_hash": clean(row.get("data_hash", bundle.data.get("hash"))),

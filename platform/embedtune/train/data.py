@@ -24,7 +24,12 @@ class FoldScaler:
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, train: np.ndarray, window: int) -> "FoldScaler":
-        rows = features[max(int(train.min()) - window + 1, 0): int(train.max()) + 1]
+        """Feature statistics over exactly the rows the training samples' input windows read (see
+        ``window_rows``), target statistics over the training labels.
+
+        Not the span ``train.min() - window + 1 .. train.max()``: under CPCV the training samples lie on both sides
+        of the test groups, and that span would put the test groups' features into the scaler."""
+        rows = features[window_rows(train, window, len(features))]
         mean = np.nanmean(rows, axis=0)
         std = np.nanstd(rows, axis=0)
         targets = labels[train][:, REGRESSION_COLUMNS]
@@ -45,6 +50,17 @@ class FoldScaler:
     def unscale_regression(self, values: np.ndarray, column: int) -> np.ndarray:
         slot = REGRESSION_COLUMNS.index(column)
         return values * self.target_std[slot] + self.target_mean[slot]
+
+
+def window_rows(train: np.ndarray, window: int, n_rows: int) -> np.ndarray:
+    """Boolean mask of the rows covered by the input windows of ``train`` (rows t-window+1..t for each sample t).
+
+    Vectorized with a difference array: +1 where a window starts, -1 one past where it ends; a row is covered where
+    the running sum is positive. For a contiguous training set (walk-forward) it is the one span before it."""
+    train = np.asarray(train, dtype=np.int64)
+    starts = np.maximum(train - window + 1, 0)
+    edges = np.bincount(starts, minlength=n_rows + 1) - np.bincount(train + 1, minlength=n_rows + 1)
+    return np.cumsum(edges[:n_rows]) > 0
 
 
 def scale_chains(chains: ChainTensors | None, train_bars: np.ndarray) -> ChainTensors | None:

@@ -7,6 +7,8 @@ updates as one worker with batch B.
 """
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -46,13 +48,17 @@ class FoldOutcome:
 
 @dataclass
 class FoldReport:
-    """What a trial reports after each fold: cumulative out-of-sample metrics so far, and that fold's own."""
+    """What a trial reports after each fold: cumulative out-of-sample metrics so far, and that fold's own.
+
+    With ``training.seeds: N > 1`` the metrics are means over the N repeats, while ``evaluation.frame`` and
+    ``outcome`` stay repeat 0's (one genuine backtest and one model); ``repeats`` holds every repeat's outcome."""
 
     fold: int
     metrics: dict[str, float]
     evaluation: OOSEvaluation
     outcome: FoldOutcome
     extra: dict[str, float] = field(default_factory=dict)
+    repeats: list[FoldOutcome] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -76,7 +82,7 @@ def fit_fold(
     """
     device = device or torch.device("cpu")
     window = cfg.model.window
-    train = fold.train[~np.isnan(data.labels[fold.train]).any(axis=1)]
+    train = fold_train(data, fold)
     scaler = FoldScaler.fit(data.features, data.labels, train, window)
     features = torch.from_numpy(scaler.features(data.features))
     targets = torch.from_numpy(np.nan_to_num(scaler.targets(data.labels), nan=0.0))
@@ -96,9 +102,13 @@ def fit_fold(
     tc = cfg.training
     learned = list(model.loss_weights.parameters()) if model.loss_weights is not None else []
     others = [p for p in model.parameters() if all(p is not q for q in learned)]
-    # Learned log-variances get no weight decay: decay would pull them back to fixed unit weights.
-    optimizer = torch.optim.AdamW([{"params": others}, {"params": learned, "weight_decay": 0.0}],
+    # Learned log-variances get no weight decay: decay would pull them back to fixed unit weights. Their own learning
+    # rate (training.loss_weight_lr): at the network's rate they may barely move in a short training.
+    weight_lr = tc.loss_weight_lr if tc.loss_weight_lr is not None else tc.learning_rate
+    optimizer = torch.optim.AdamW([{"params": others}, {"params": learned, "weight_decay": 0.0, "lr": weight_lr}],
                                   lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    # Before a resumed state is loaded: the fold's starting weights (a fresh model's), whether resumed or not.
+    start_lambdas = model.loss_weights.effective_lambdas() if model.loss_weights is not None else {}
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs) if tc.lr_schedule == "cosine"
                 else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     history: list[float] = []
@@ -156,11 +166,35 @@ def fit_fold(
         **embedding_quality(test_embeddings, fold.test, train_embeddings, train, data.labels, cfg.labels.horizon),
     }
     if model.loss_weights is not None:
-        heads.update({f"lambda_eff_{k}": v for k, v in model.loss_weights.effective_lambdas().items()})
+        end_lambdas = model.loss_weights.effective_lambdas()
+        heads.update({f"lambda_eff_{k}": v for k, v in end_lambdas.items()})
+        heads["loss_weight_shift"] = loss_weight_shift(start_lambdas, end_lambdas)
     if pretrain_loss:
         heads["pretrain_loss"] = pretrain_loss[-1]
     return FoldOutcome(fold=fold.index, predictions=predictions, train_loss=history, heads=heads, model=model,
                        scaler=scaler)
+
+
+def fold_train(data: PreparedData, fold: Fold) -> np.ndarray:
+    """The fold's training samples whose labels are all known (the last ones before a purge may not be)."""
+    return fold.train[~np.isnan(data.labels[fold.train]).any(axis=1)]
+
+
+def restore_outcome(cfg: ExperimentConfig, data: PreparedData, fold: Fold, predictions: pd.DataFrame,
+                    heads: dict[str, float], train_loss: list[float], model_state: dict[str, Any]) -> FoldOutcome:
+    """A finished repeat of a fold rebuilt from what an epoch checkpoint kept of it (``training.seeds > 1``, a stop
+    mid-fold): its model is rebuilt and loaded, its scaler refit (it depends on the fold only, not on the seed)."""
+    model = build_model(cfg.model, n_features=data.features.shape[1], feature_names=data.feature_names)
+    model.load_state_dict(model_state)
+    scaler = FoldScaler.fit(data.features, data.labels, fold_train(data, fold), cfg.model.window)
+    return FoldOutcome(fold=fold.index, predictions=predictions, train_loss=[float(v) for v in train_loss],
+                       heads={k: float(v) for k, v in heads.items()}, model=model, scaler=scaler)
+
+
+def loss_weight_shift(start: dict[str, float], end: dict[str, float]) -> float:
+    """max over tasks of |log(end / start)| of the effective loss weights: how far learned weighting moved away
+    from where it started (0: it stayed at its initial weights, i.e. it did nothing a fixed lambda would not)."""
+    return max((abs(math.log(end[task] / start[task])) for task in start), default=0.0)
 
 
 def pretrain(cfg: ExperimentConfig, data: PreparedData, model: EmbeddingModel, dataset: WindowDataset,
@@ -240,9 +274,58 @@ def embedding_quality(test_embeddings: np.ndarray, test: np.ndarray, bank_embedd
     return out
 
 
-def trial_seed(cfg: ExperimentConfig) -> int:
-    """Derived from the whole trial config (which includes the experiment seed): same config, same seed."""
-    return int(cfg.config_hash[:8], 16)
+def trial_seed(experiment_seed: int, fold: int, repeat: int = 0) -> int:
+    """The training seed of one repeat of one fold: from the experiment seed, the fold and the repeat index only.
+
+    Never from the searched values (common random numbers): every trial of an experiment trains fold k, repeat r
+    from the same initialization, batch order and dropout draws, so two trials differ only by their hyperparameters
+    and their comparison is not blurred by seed luck. sha256, not ``hash()`` (salted per process)."""
+    digest = hashlib.sha256(f"embedtune-trial-seed:{experiment_seed}:{fold}:{repeat}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+#: Metrics whose spread over the repeats of ``training.seeds`` is reported as ``<metric>_seed_std`` (ddof 0, the spread
+#: of these repeats, not an estimate), besides every objective target.
+SEED_STATS = ("sharpe", "information_ratio", "max_drawdown", "total_return", "annual_return")
+#: Column that tags each repeat's rows when the predictions of several repeats share one checkpoint frame.
+REPEAT_COLUMN = "repeat"
+
+
+def mean_over_repeats(per_repeat: list[dict[str, float]], targets: list[str] | tuple[str, ...] = ()
+                      ) -> dict[str, float]:
+    """Each number's mean over the repeats (keys every repeat has), plus ``<metric>_seed_std`` of ``SEED_STATS`` and
+    the targets. A single repeat is returned as it is, so ``training.seeds: 1`` reports exactly a single run."""
+    if len(per_repeat) == 1:
+        return dict(per_repeat[0])
+    keys = [k for k in per_repeat[0] if all(k in m for m in per_repeat[1:])]
+    out = {k: float(np.mean([m[k] for m in per_repeat])) for k in keys}
+    for key in dict.fromkeys([*SEED_STATS, *targets]):
+        if key in out:
+            out[f"{key}_seed_std"] = float(np.std([m[key] for m in per_repeat]))
+    return out
+
+
+def stack_repeats(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The repeats' joined predictions as one checkpoint frame: a single run's frame as it is, several tagged by
+    ``REPEAT_COLUMN`` in repeat order."""
+    if len(parts) == 1:
+        return parts[0]
+    return pd.concat([part.assign(**{REPEAT_COLUMN: r}) for r, part in enumerate(parts)])
+
+
+def unstack_repeats(stacked: pd.DataFrame | None, n_repeats: int) -> list[pd.DataFrame | None]:
+    """Inverse of ``stack_repeats``: one frame per repeat (all None when nothing was checkpointed yet)."""
+    if stacked is None:
+        return [None] * n_repeats
+    if REPEAT_COLUMN not in stacked.columns:
+        if n_repeats != 1:
+            raise ValueError(f"checkpointed predictions hold one run, training.seeds is {n_repeats}")
+        return [stacked]
+    tags = stacked[REPEAT_COLUMN].to_numpy()
+    if sorted(set(tags.tolist())) != list(range(n_repeats)):
+        raise ValueError(f"checkpointed predictions hold repeats {sorted(set(tags.tolist()))}, "
+                         f"training.seeds is {n_repeats}")
+    return [stacked[tags == r].drop(columns=REPEAT_COLUMN) for r in range(n_repeats)]
 
 
 class _Scorer:
@@ -275,43 +358,71 @@ class _Scorer:
         return {k: v for k, v in metrics.items() if k in ("sharpe", "max_drawdown")}
 
 
+EpochCheckpoint = Callable[[int, int, int, dict[str, Any], list[FoldOutcome]], None]
+
+
 def run_folds(
     cfg: ExperimentConfig, data: PreparedData, strategy: Strategy, report: Callable[[FoldReport], None],
     device: torch.device | None = None, start_fold: int = 0, previous: pd.DataFrame | None = None,
-    resume_epoch: dict[str, Any] | None = None, on_epoch: Callable[[int, int, dict[str, Any]], None] | None = None,
+    resume_epoch: dict[str, Any] | None = None, on_epoch: EpochCheckpoint | None = None,
+    finished: list[FoldOutcome] | None = None,
 ) -> OOSEvaluation | None:
     """Train and test each fold in order; after each, backtest the out-of-sample predictions so far.
 
-    ``resume_epoch`` continues fold ``start_fold`` mid-way; ``on_epoch(fold, epoch, state)`` checkpoints epochs.
-    ``previous`` is what the worker checkpoints, the concatenated predictions of folds ``0..start_fold-1``. With
-    ``walk_forward.scheme: cpcv`` the folds are the CPCV splits (``combinatorial_purged_folds`` order) and each report
-    is ``evaluate_cpcv`` over the splits so far: the mean over backtest paths (each path's gap-free prefix until all
-    of its splits ran, every full path after the last split) with the path distribution.
+    ``previous`` is what the worker checkpoints, the joined predictions of folds ``0..start_fold-1`` (every repeat's,
+    see ``stack_repeats``). With ``walk_forward.scheme: cpcv`` the folds are the CPCV splits
+    (``combinatorial_purged_folds`` order) and each report is ``evaluate_cpcv`` over the splits so far: the mean over
+    backtest paths (each path's gap-free prefix until all of its splits ran, every full path after the last split)
+    with the path distribution.
+
+    ``training.seeds: N`` trains each fold N times, repeat r with ``trial_seed(cfg.seed, fold, r)``, and keeps one
+    scorer per repeat: every reported number is the mean over repeats of that repeat's own (its own backtest of its
+    own joined predictions, its fold, head, objective and constraint values), with ``<metric>_seed_std``. The
+    evaluation's frame (checkpointed as the trial's OOS frame: deflated Sharpe, PBO, equity chart) stays repeat 0's
+    genuine backtest: averaging returns over repeats would diversify them and flatter the Sharpe.
+
+    Mid-fold resume: ``finished`` are the repeats of ``start_fold`` done before the stop and ``resume_epoch`` is the
+    epoch state of the next repeat, ``len(finished)``. ``on_epoch(fold, repeat, epoch, state, finished)`` checkpoints
+    epochs, with the repeats of that fold finished before.
     """
-    scorer = _Scorer(cfg, data, strategy, start_fold, previous)
+    n_repeats = cfg.training.seeds
+    scorers = [_Scorer(cfg, data, strategy, start_fold, part) for part in unstack_repeats(previous, n_repeats)]
+    finished = list(finished or [])
+    if len(finished) >= n_repeats:
+        raise ValueError(f"resuming fold {start_fold} after {len(finished)} finished repeats of {n_repeats}")
     evaluation = None
-    seed = trial_seed(cfg)
     for fold in data.folds[start_fold:]:
-        epoch_hook = (lambda epoch, state, k=fold.index: on_epoch(k, epoch, state)) if on_epoch else None
-        outcome = fit_fold(cfg, data, fold, seed + fold.index, device,
-                           resume=resume_epoch if fold.index == start_fold else None, on_epoch=epoch_hook)
-        scorer.add(outcome.predictions)
+        first = fold.index == start_fold
+        outcomes: list[FoldOutcome] = list(finished) if first else []
+        for repeat in range(len(outcomes), n_repeats):
+            epoch_hook = ((lambda epoch, state, k=fold.index, r=repeat, done=tuple(outcomes):
+                           on_epoch(k, r, epoch, state, list(done))) if on_epoch else None)
+            resume = resume_epoch if first and repeat == len(finished) else None
+            outcomes.append(fit_fold(cfg, data, fold, trial_seed(cfg.seed, fold.index, repeat), device,
+                                     resume=resume, on_epoch=epoch_hook))
+        for scorer, outcome in zip(scorers, outcomes):
+            scorer.add(outcome.predictions)
         evaluation = None
         if world()[0] == 0:
-            evaluation = scorer.so_far()
-            metrics = {
-                **evaluation.metrics,
-                **objective_values(evaluation.metrics, cfg.objective),
-                **constraint_values(evaluation.metrics, cfg.objective),
+            evaluations = [scorer.so_far() for scorer in scorers]
+            per_repeat = [{
+                **e.metrics,
+                **objective_values(e.metrics, cfg.objective),
+                **constraint_values(e.metrics, cfg.objective),
                 **{f"fold_{k}": v for k, v in scorer.own(fold.index, outcome.predictions).items()},
                 **{f"head_{k}": v for k, v in outcome.heads.items()},
                 "fold": fold.index,
                 "train_loss": outcome.train_loss[-1],
-            }
-            report(FoldReport(fold=fold.index, metrics=metrics, evaluation=evaluation, outcome=outcome))
+            } for e, scorer, outcome in zip(evaluations, scorers, outcomes)]
+            metrics = {**mean_over_repeats(per_repeat, cfg.objective.targets), "fold": fold.index}
+            evaluation = evaluations[0] if n_repeats == 1 else OOSEvaluation(
+                metrics=mean_over_repeats([e.metrics for e in evaluations], cfg.objective.targets),
+                frame=evaluations[0].frame, paths=evaluations[0].paths)
+            report(FoldReport(fold=fold.index, metrics=metrics, evaluation=evaluation, outcome=outcomes[0],
+                              repeats=outcomes))
         else:
             report(FoldReport(fold=fold.index, metrics={"fold": fold.index}, evaluation=None,  # type: ignore[arg-type]
-                              outcome=outcome))
+                              outcome=outcomes[0], repeats=outcomes))
     return evaluation
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from embedtune.config import ExperimentConfig
 from embedtune.dataset import PreparedData
-from embedtune.train.loop import FoldReport, run_folds
+from embedtune.train.loop import FoldOutcome, FoldReport, restore_outcome, run_folds, stack_repeats, unstack_repeats
 
 PREDICTIONS_FILE = "predictions.parquet"
 OOS_FILE = "oos.parquet"
@@ -36,6 +36,9 @@ SCALER_FILE = "scaler.npz"
 
 
 def write_checkpoint(directory: Path, report: FoldReport, predictions: pd.DataFrame) -> None:
+    """A fold checkpoint. ``predictions``: every repeat's joined predictions (``stack_repeats``), all a restart needs.
+    The OOS frame (deflated Sharpe, PBO, equity chart downstream), model and scaler are repeat 0's: one genuine
+    backtest, never an average of repeats (averaged returns would diversify and flatter the Sharpe)."""
     predictions.to_parquet(directory / PREDICTIONS_FILE)
     report.evaluation.frame.to_parquet(directory / OOS_FILE)
     (directory / METRICS_FILE).write_text(json.dumps(report.metrics, indent=1, default=float))
@@ -50,21 +53,46 @@ EPOCH_FILE = "epoch_state.pt"
 EPOCH_META = "epoch.json"
 
 
+#: ``training.seeds > 1``: what an epoch checkpoint keeps of the fold's repeats finished before the one training.
+FINISHED_META = "finished.json"
+
+
+def finished_files(repeat: int) -> tuple[str, str]:
+    return f"finished_{repeat}_predictions.parquet", f"finished_{repeat}_model.pt"
+
+
 def write_epoch_checkpoint(directory: Path, fold: int, epoch: int, state: dict[str, Any],
-                           joined: pd.DataFrame | None) -> None:
+                           joined: pd.DataFrame | None, repeat: int | None = None,
+                           finished: Sequence[FoldOutcome] = ()) -> None:
+    """``repeat`` (given when ``training.seeds > 1``): the repeat ``state`` belongs to; ``finished``: the fold's
+    repeats done before it (predictions, heads, losses, weights), so a restart does not train them again."""
     torch.save(state, directory / EPOCH_FILE)
-    (directory / EPOCH_META).write_text(json.dumps({"fold": fold, "epoch": epoch}))
+    meta = {"fold": fold, "epoch": epoch, **({"repeat": repeat} if repeat is not None else {})}
+    (directory / EPOCH_META).write_text(json.dumps(meta))
     if joined is not None:
         joined.to_parquet(directory / PREDICTIONS_FILE)
+    if finished:
+        for r, outcome in enumerate(finished):
+            predictions, model = finished_files(r)
+            outcome.predictions.to_parquet(directory / predictions)
+            torch.save(outcome.model.state_dict(), directory / model)
+        (directory / FINISHED_META).write_text(json.dumps(
+            [{"heads": o.heads, "train_loss": o.train_loss} for o in finished], default=float))
 
 
 @dataclass
 class ResumePoint:
-    """Where a restarted worker group continues: the next fold, or the middle of an unfinished one."""
+    """Where a restarted worker group continues: the next fold, or the middle of an unfinished one.
+
+    ``joined`` is the checkpoint frame (every repeat's rows, see ``stack_repeats``). Mid-fold, ``epoch_state``
+    belongs to repeat ``repeat`` and ``finished`` holds what was kept of the fold's earlier repeats (``predictions``,
+    ``heads``, ``train_loss``, ``model_state``, for ``restore_outcome``)."""
 
     start_fold: int = 0
     joined: pd.DataFrame | None = None
     epoch_state: dict[str, Any] | None = None
+    repeat: int = 0
+    finished: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_checkpoint(directory: Path) -> ResumePoint:
@@ -74,7 +102,18 @@ def read_checkpoint(directory: Path) -> ResumePoint:
         meta = json.loads((directory / EPOCH_META).read_text())
         # Our own checkpoint holds tensors and plain numbers only: weights_only loading, no arbitrary unpickling.
         state = torch.load(directory / EPOCH_FILE, weights_only=True)
-        return ResumePoint(start_fold=int(meta["fold"]), joined=joined, epoch_state=state)
+        finished = []
+        if (directory / FINISHED_META).exists():
+            for r, kept in enumerate(json.loads((directory / FINISHED_META).read_text())):
+                frame, model = finished_files(r)
+                finished.append({"predictions": pd.read_parquet(directory / frame), "heads": kept["heads"],
+                                 "train_loss": kept["train_loss"],
+                                 "model_state": torch.load(directory / model, weights_only=True)})
+        repeat = int(meta.get("repeat", 0))
+        if len(finished) != repeat:
+            raise ValueError(f"{directory}: epoch checkpoint of repeat {repeat} keeps {len(finished)} finished repeats")
+        return ResumePoint(start_fold=int(meta["fold"]), joined=joined, epoch_state=state, repeat=repeat,
+                           finished=finished)
     metrics = json.loads((directory / METRICS_FILE).read_text())
     return ResumePoint(start_fold=int(metrics["fold"]) + 1, joined=joined)
 
@@ -193,27 +232,37 @@ def prepared_data(ref: ray.ObjectRef) -> PreparedData:
 def run_trial_folds(loop_config: dict[str, Any], session: TrialSession) -> None:
     cfg = ExperimentConfig.model_validate(loop_config["config"])
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
-    data = prepared_data(loop_config["data"][0]).restrict_to(list(cfg.features))
+    data = prepared_data(loop_config["data"][0]).for_features(cfg.features)  # its own feature configuration
     strategy = loop_config["strategy"]
     point = session.restore()
-    state = {"joined": point.joined}
+    n_repeats = cfg.training.seeds
+    # Per repeat (training.seeds), the joined predictions of the folds done; checkpointed stacked in one frame.
+    joined: list[pd.DataFrame | None] = unstack_repeats(point.joined, n_repeats)
 
-    def epoch_report(fold: int, epoch: int, epoch_state: dict[str, Any]) -> None:
+    def stacked() -> pd.DataFrame | None:
+        return None if any(part is None for part in joined) else stack_repeats(joined)  # type: ignore[arg-type]
+
+    def epoch_report(fold: int, repeat: int, epoch: int, epoch_state: dict[str, Any],
+                     finished: list[FoldOutcome]) -> None:
+        tag = repeat if n_repeats > 1 else None  # a single run's epoch checkpoints stay as they always were
         write = None if session.rank != 0 else (
-            lambda directory: write_epoch_checkpoint(directory, fold, epoch, epoch_state, state["joined"]))
-        session.save({"epoch_fold": fold, "epoch": epoch}, write)
+            lambda directory: write_epoch_checkpoint(directory, fold, epoch, epoch_state, stacked(), tag, finished))
+        session.save({"epoch_fold": fold, "epoch": epoch, **({"epoch_repeat": repeat} if tag is not None else {})},
+                     write)
 
     def report(fold_report: FoldReport) -> None:
         if fold_report.evaluation is None:
             session.save(fold_report.metrics, None)
             return
-        preds = fold_report.outcome.predictions
-        state["joined"] = preds if state["joined"] is None else pd.concat([state["joined"], preds])
+        for r, outcome in enumerate(fold_report.repeats):
+            joined[r] = outcome.predictions if joined[r] is None else pd.concat([joined[r], outcome.predictions])
+        frame = stacked()
         session.save({**fold_report.metrics, FOLDS_DONE: fold_report.fold + 1},
-                     lambda directory: write_checkpoint(directory, fold_report, state["joined"]))
+                     lambda directory: write_checkpoint(directory, fold_report, frame))
 
+    finished = [restore_outcome(cfg, data, data.folds[point.start_fold], **kept) for kept in point.finished]
     run_folds(cfg, data, strategy, report, device=session.device, start_fold=point.start_fold, previous=point.joined,
-              resume_epoch=point.epoch_state, on_epoch=epoch_report)
+              resume_epoch=point.epoch_state, on_epoch=epoch_report, finished=finished)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

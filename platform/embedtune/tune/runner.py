@@ -25,7 +25,7 @@ from embedtune.train.worker import FOLDS_DONE
 from embedtune.tune.limiter import InOrderLimiter
 from embedtune.tune.objectives import objective_key
 from embedtune.tune.tracking import tracking_callbacks
-from embedtune.tune.space import VARIANT_KEY, ablation_variants, optuna_space
+from embedtune.tune.space import SELECTED_KEY, VARIANT_KEY, ablation_variants, optuna_space
 from embedtune.tune.trial import run_trial
 
 
@@ -134,17 +134,21 @@ def make_scheduler(cfg: ExperimentConfig) -> tune.schedulers.TrialScheduler | No
 def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strategy, storage_path: str,
                name: str, verbose: bool = True, ablation: bool = False,
                fixed: dict[str, Any] | None = None, study_storage: str | None = None,
-               study_name: str | None = None, resume: bool = False) -> tune.ResultGrid:
+               study_name: str | None = None, resume: bool = False,
+               selected: list[dict[str, Any]] | None = None) -> tune.ResultGrid:
     """An Optuna search over ``search.space``; with ``ablation``, a grid over feature-family variants instead;
-    with ``fixed``, one trial at those dotted-path values (the uncertainty-weighting baseline)."""
+    with ``fixed``, one trial at those dotted-path values (the uncertainty-weighting baseline); with ``selected``
+    (``{"trial": id, "params": {...}}`` each), one trial per chosen trial (the lockbox evaluation)."""
     trainable = tune.with_parameters(
         run_trial, base=cfg.model_dump(mode="json"), data=[data_ref], strategy=strategy, storage_path=storage_path,
     )
     trainable = tune.with_resources(trainable, trial_resources(cfg))
-    searcher = None if (ablation or fixed) else make_searcher(cfg, study_storage, study_name)
+    searcher = None if (ablation or fixed or selected) else make_searcher(cfg, study_storage, study_name)
     param_space: dict[str, Any] | None = dict(fixed) if fixed else None
     if ablation:
         param_space = {VARIANT_KEY: tune.grid_search(list(ablation_variants(cfg.features)))}
+    if selected:
+        param_space = {SELECTED_KEY: tune.grid_search(selected)}
     single = len(cfg.objective.targets) == 1
     single_metric = objective_key(cfg.objective.targets[0]) if single else None
     single_mode = metric_mode(cfg.objective.targets[0]) if single else None

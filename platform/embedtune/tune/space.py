@@ -28,6 +28,8 @@ def apply_params(cfg: ExperimentConfig, params: dict[str, Any]) -> ExperimentCon
 
 
 VARIANT_KEY = "features_variant"
+#: The key of a re-run of chosen trials (the lockbox evaluation): ``{"trial": leaderboard id, "params": {...}}``.
+SELECTED_KEY = "selected"
 
 
 def ablation_variants(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -47,6 +49,8 @@ def ablation_variants(families: dict[str, dict[str, Any]]) -> dict[str, dict[str
 
 def trial_config(cfg: ExperimentConfig, params: dict[str, Any]) -> ExperimentConfig:
     """The config one trial runs: sampled search values, and the feature variant when ablating."""
+    if SELECTED_KEY in params:
+        params = params[SELECTED_KEY]["params"]
     trial = apply_params(cfg, params)
     if cfg.search.lambdas_on_simplex:
         lambdas = trial.training.lambdas.model_dump()
