@@ -89,7 +89,7 @@ def test_ablation_ranks_feature_family_variants(tmp_path: Path) -> None:
 def test_overfitting_checks_in_the_bundle_match_the_library(tmp_path: Path) -> None:
     """Deflated Sharpe per trial and PBO per experiment, recomputed from the stored returns."""
     from embedtune.backtest.overfitting import dsr_from_returns, per_period_sharpe, probability_of_backtest_overfitting
-    from embedtune.experiment import overfitting_checks
+    from embedtune.leaderboard.ledger import ledger_checks
     from embedtune.leaderboard.records import TrialRecord
 
     rng = np.random.default_rng(2)
@@ -97,17 +97,17 @@ def test_overfitting_checks_in_the_bundle_match_the_library(tmp_path: Path) -> N
     records = [TrialRecord(trial_id=f"t{i}", status="done", params={}, metrics={}, folds_done=3, config_hash=str(i),
                            oos=pd.DataFrame({"strategy_return": rng.normal(0.0, 0.01, 300)}, index=index))
                for i in range(6)]
-    summary = overfitting_checks(records, 252.0)
+    summary = ledger_checks(records, 252.0, selected=records[0])
     returns = np.column_stack([r.oos["strategy_return"] for r in records])
     assert summary["pbo"] == pytest.approx(probability_of_backtest_overfitting(returns, 16).pbo)
     sharpes = per_period_sharpe(returns)
     for j, record in enumerate(records):
         assert record.metrics["deflated_sharpe"] == pytest.approx(dsr_from_returns(returns[:, j], sharpes).probability)
-    assert summary["deflated_sharpe"] < 0.95  # noise: the best of six is not significant
+    assert summary["deflated_sharpe"] < 0.95  # noise: the pick of six is not significant
 
 
 def test_a_trial_that_never_trades_does_not_break_the_overfitting_checks() -> None:
-    from embedtune.experiment import overfitting_checks
+    from embedtune.leaderboard.ledger import ledger_checks
     from embedtune.leaderboard.records import TrialRecord
 
     rng = np.random.default_rng(5)
@@ -116,6 +116,7 @@ def test_a_trial_that_never_trades_does_not_break_the_overfitting_checks() -> No
     active = pd.DataFrame({"strategy_return": rng.normal(0, 0.01, 200)}, index=index)
     records = [TrialRecord(trial_id=n, status="done", params={}, metrics={}, folds_done=1, config_hash=n, oos=o)
                for n, o in (("flat", flat), ("active", active), ("other", active * 0.5 + 0.0001))]
-    summary = overfitting_checks(records, 252.0)
-    assert "error" in summary or math.isfinite(summary["pbo"])
-    assert all("deflated_sharpe" in r.metrics or "error" in summary for r in records)
+    summary = ledger_checks(records, 252.0, selected=records[0])
+    assert math.isfinite(summary["pbo"]) and math.isnan(summary["best_sharpe"])  # the flat pick has no Sharpe
+    assert math.isnan(records[0].metrics["deflated_sharpe"])  # nothing to deflate
+    assert all(math.isfinite(r.metrics["deflated_sharpe"]) for r in records[1:])

@@ -8,6 +8,8 @@ import glob
 import io
 import json
 import math
+
+import numpy as np
 import os
 import pwd
 import re
@@ -378,3 +380,41 @@ def test_real_tiny_experiment_bundle(tmp_path: Path) -> None:
     page = write_html_report(result.run_dir).read_text()
     for chart in ("chart-equity", "chart-underwater", "chart-pareto", "chart-fold-sharpe", "chart-monthly"):
         assert chart in CHART_IDS and f'id="{chart}"' in page
+
+
+# the ledger and the lockbox --------------------------------------------------------------------------------------
+
+def test_trial_count_covers_every_run_of_an_experiment(store: LeaderboardStore, tmp_path: Path) -> None:
+    """What a new run of an experiment is selected against: every trial of its earlier runs, whatever their status."""
+    assert store.trial_count("alpha") == 0
+    store.ingest(make_bundle(tmp_path, experiment="alpha", run_id="20260105-093000-aaaaaaaa", n_trials=4))
+    store.ingest(make_bundle(tmp_path, experiment="alpha", run_id="20260106-093000-bbbbbbbb", n_trials=5, seed=1))
+    store.ingest(make_bundle(tmp_path, experiment="beta", run_id="20260107-093000-cccccccc", n_trials=3, seed=2))
+    assert store.trial_count("alpha") == 9 and store.trial_count("beta") == 3
+
+
+def test_holdout_and_excess_columns_sort_and_older_databases_gain_them(tmp_path: Path) -> None:
+    """A database created before the lockbox existed gets the new columns in place and keeps its rows."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with LeaderboardStore(url) as store:
+        store.ingest(make_bundle(tmp_path / "a", experiment="old", run_id="20260101-000000-00000000"))
+    engine = create_engine(url)
+    new = ("holdout_sharpe", "holdout_information_ratio", "holdout_max_drawdown", "holdout_total_return",
+           "deflated_sharpe_excess", "baseline", "flags")
+    with engine.begin() as conn:  # the schema as it was: none of the new columns
+        for column in new:
+            conn.execute(text(f'ALTER TABLE trials DROP COLUMN "{column}"'))
+    engine.dispose()
+    bundle = make_bundle(tmp_path / "b", experiment="new", run_id="20260102-000000-11111111")
+    table = pd.read_csv(bundle / "leaderboard.csv", dtype={"trial": str})
+    rng = np.random.default_rng(0)
+    table["holdout_sharpe"] = rng.normal(0, 1, len(table))
+    table["flags"] = ["beta"] + [""] * (len(table) - 1)
+    table.to_csv(bundle / "leaderboard.csv", index=False)
+    with LeaderboardStore(url) as store:
+        store.ingest(bundle)
+        old = store.trials({"experiment": "old"})
+        assert len(old) == 5 and old["holdout_sharpe"].isna().all()
+        ranked = store.trials({"experiment": "new"}, sort="holdout_sharpe")
+    assert list(ranked["holdout_sharpe"]) == sorted(table["holdout_sharpe"], reverse=True)
+    assert ranked.set_index("trial").loc[table["trial"].iloc[0], "flags"] == "beta"

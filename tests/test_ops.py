@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -46,7 +47,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "model.json").write_text(json.dumps({
         "trial": "t000", "fold": fold.index, "data": {"name": data.market_name, "hash": data.data_hash},
         "trained_through": str(data.index[int(train[-1]) + cfg.labels.horizon]),
-        "feature_names": data.feature_names}))
+        "selection_end": str(data.selection_end), "feature_names": data.feature_names}))
     return folder
 
 
@@ -65,6 +66,23 @@ def test_backtest_flags_bars_the_model_was_trained_on(model_dir: Path, tmp_path:
     out = backtest_saved_model(model_dir, "bundled:goog_daily", tmp_path, start="2012-01-01", end="2012-06-30")
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["overlaps_training"] is True and summary["period"]["end"].startswith("2012-06-29")
+
+
+def test_backtest_before_the_selection_end_is_in_sample(model_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Bars after the model's training but before the end of what the search selected it on are still in sample;
+    the lockbox (after the selection end) is not."""
+    meta = json.loads((model_dir / "model.json").read_text())
+    through, selection_end = meta["trained_through"], meta["selection_end"]
+    assert through < selection_end
+    out = backtest_saved_model(model_dir, "bundled:goog_daily", tmp_path, start=through[:10], end=selection_end[:10])
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["in_sample"] is True and summary["model"]["selection_end"] == selection_end
+    assert "in sample" in capsys.readouterr().err
+    after = str((pd.Timestamp(selection_end) + pd.Timedelta(days=1)).date())
+    summary = json.loads((backtest_saved_model(model_dir, "bundled:goog_daily", tmp_path / "later",
+                                               start=after) / "metrics.json").read_text())
+    assert summary["in_sample"] is False and summary["overlaps_training"] is False
 
 
 @pytest.mark.parametrize("args, message", [

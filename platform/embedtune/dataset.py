@@ -157,7 +157,12 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
     labels = make_labels(market.bars, cfg.labels)
     first_sample = warmup + cfg.model.window - 1
     wf = cfg.walk_forward
-    holdout = lockbox(cfg, len(features), first_sample, config_path)
+    try:
+        holdout = lockbox(cfg, len(features), first_sample, config_path)
+    except ConfigError as err:  # report the folds' own problem first, if they do not fit even without a lockbox
+        holdout, lockbox_error = None, err
+    else:
+        lockbox_error = None
     search_end = holdout.search_end if holdout is not None else len(features)
     n_samples = search_end - first_sample
     cpcv = None
@@ -180,6 +185,8 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
         raise ConfigError(config_path, "walk_forward",
                           f"{err} (data has {len(features)} bars, {n_samples} for the search after a warm-up of "
                           f"{first_sample}{held})") from None
+    if lockbox_error is not None:
+        raise lockbox_error
     folds = [Fold(f.index, f.train + first_sample, f.test + first_sample) for f in folds]
     regimes = market.regimes.to_numpy() if market.regimes is not None else None
     chains, graphs = chain_inputs(cfg, market, config_path)

@@ -29,8 +29,7 @@ from embedtune.leaderboard.chart import equity_chart
 from embedtune.leaderboard.store import LeaderboardStore
 from embedtune.report.html import write_html_report
 from embedtune.holdout import HOLDOUT_FILE, attach, choose, evaluate_holdout, holdout_span, read_holdout_frames
-from embedtune.holdout import selected_beats_baselines
-from embedtune.leaderboard.ledger import ledger_checks, ledger_line
+from embedtune.leaderboard.ledger import holdout_lines, ledger_checks, ledger_line
 from embedtune.leaderboard.records import BETA_CORRELATION, TrialRecord, ranked_table, to_markdown
 from embedtune.runtime import ensure_ray, git_commit
 from embedtune.storage import StorageGuard, probe_dir, probe_file, sqlite_file, storage_error
@@ -269,7 +268,7 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
         "trials": {r.trial_id: {"status": r.status, "error": r.error, **r.extra} for r in records},
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    (staging / "leaderboard.md").write_text(render_markdown(cfg, data, table, manifest, ranked))
+    (staging / "leaderboard.md").write_text(render_markdown(cfg, data, table, manifest))
     write_html_report(staging, staging / "report.html")
     staging.rename(final)
     return ExperimentResult(run_dir=final, leaderboard_md=final / "leaderboard.md",
@@ -295,19 +294,6 @@ def holdout_section(storage: Path, data: PreparedData) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k != "trials"}
 
 
-def holdout_lines(manifest: dict[str, Any], ranked: list[TrialRecord]) -> list[str]:
-    holdout = manifest.get("holdout") or {}
-    if not holdout.get("bars"):
-        return ["- lockbox holdout: none (walk_forward.holdout_bars: 0): every figure below was selected on the data "
-                "it reports"]
-    lines = [f"- lockbox holdout: {holdout['bars']} bars, {holdout['start']} .. {holdout['end']}, behind the purge "
-             f"and embargo; the search saw bars up to {holdout['selection_end']} only. Opened once after the search "
-             f"for {', '.join(holdout.get('evaluated') or []) or 'no trial'} (the top trials by the objective and every "
-             "baseline), each trained once on the data before it: see the `holdout_*` columns"]
-    lines += [f"- {sentence}" for sentence in selected_beats_baselines(ranked)]
-    return lines
-
-
 def splits_phrase(cfg: ExperimentConfig, data: PreparedData) -> str:
     wf = cfg.walk_forward
     if data.cpcv is not None:
@@ -317,7 +303,7 @@ def splits_phrase(cfg: ExperimentConfig, data: PreparedData) -> str:
 
 
 def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFrame,
-                    manifest: dict[str, Any], ranked: list[TrialRecord]) -> str:
+                    manifest: dict[str, Any]) -> str:
     what = "; ".join(f"{k}: {v}" for k, v in (data.notes or {}).items()) or "generated data"
     banner = (f"> **SYNTHETIC DATA**: these results use data that did not come from a market ({what}).\n\n"
               if data.synthetic else "")
@@ -332,8 +318,8 @@ def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFra
         f"- strategy: `{cfg.strategy.name}` {cfg.strategy.params}, fees {cfg.strategy.fees}, slippage "
         f"{cfg.strategy.slippage}, executed at the next bar's open",
         f"- config hash `{cfg.config_hash}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
-        ledger_line(manifest.get("selection") or {}),
-        *holdout_lines(manifest, ranked),
+        f"- {ledger_line(manifest.get('selection') or {})}",
+        *(f"- {line}" for line in holdout_lines(manifest, table)),
         f"- flags: `beta` = out-of-sample returns correlate above {BETA_CORRELATION} with buy-and-hold",
         "", "![equity](equity.png)", "", to_markdown(table), "",
     ]

@@ -137,23 +137,3 @@ def _write_atomically(storage: Path, section: dict[str, Any], frames: dict[str, 
     tmp = storage / f".{HOLDOUT_FILE}.partial"
     tmp.write_text(json.dumps(clean(section), indent=1))
     tmp.rename(storage / HOLDOUT_FILE)
-
-
-def selected_beats_baselines(records: list[TrialRecord], metric: str = "sharpe") -> list[str]:
-    """One sentence per baseline: does the selected trial (best searched, rank order) beat it on the holdout?"""
-    tuned = [r for r in records if r.baseline is None and holdout_key(metric) in r.metrics]
-    baselines = [r for r in records if r.baseline is not None and holdout_key(metric) in r.metrics]
-    if not tuned:
-        return []
-    best = tuned[0]
-    ours = best.metrics[holdout_key(metric)]
-    out = []
-    for base in baselines:
-        theirs = base.metrics[holdout_key(metric)]
-        if not (np.isfinite(ours) and np.isfinite(theirs)):
-            verdict = "cannot be compared (undefined holdout Sharpe)"
-        else:
-            verdict = "beats" if ours > theirs else "does not beat"
-        out.append(f"on the holdout the search's pick {best.trial_id} {verdict} the {base.baseline} "
-                   f"baseline {base.trial_id}: {metric} {ours:.3f} vs {theirs:.3f}")
-    return out

@@ -108,7 +108,7 @@ def _pbo(records: list[TrialRecord]) -> dict[str, Any]:
 
 
 def ledger_line(summary: dict[str, Any]) -> str:
-    """The Markdown header's line on the selection's significance, N spelled out."""
+    """The headers' line on the selection's significance (Markdown and HTML), N spelled out."""
     n = summary.get("n_trials", 0)
     total = summary.get("n_trials_total", n)
     counted = f"N = {n} this run" + (f", {total} for this experiment" if total != n else "")
@@ -120,8 +120,48 @@ def ledger_line(summary: dict[str, Any]) -> str:
     if unused:
         pbo_text += f" ({unused} trial(s) not usable: stopped or failed before the last fold)"
     if "selected" not in summary:
-        return f"- overfitting checks ({counted}): no selected trial with returns; {pbo_text}"
-    return (f"- overfitting checks ({counted}): the pick {summary['selected']} has Sharpe "
+        return f"overfitting checks ({counted}): no selected trial with returns; {pbo_text}"
+    return (f"overfitting checks ({counted}): the pick {summary['selected']} has Sharpe "
             f"{summary['best_sharpe']:.3f} vs {summary['expected_max_sharpe']:.3f} expected from the best of N null "
             f"trials; deflated Sharpe {summary['deflated_sharpe']:.3f}, of its excess over buy-and-hold "
             f"{summary['deflated_sharpe_excess']:.3f} (above 0.95: significant at 5%); {pbo_text}")
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def holdout_verdicts(table: pd.DataFrame, metric: str = "sharpe") -> list[str]:
+    """One sentence per baseline: does the search's pick (the best ranked searched trial evaluated on the holdout)
+    beat it there? ``table`` is a ranked leaderboard (``baseline`` empty for searched trials)."""
+    column = f"holdout_{metric}"
+    if column not in table.columns or "baseline" not in table.columns:
+        return []
+    kinds = table["baseline"].map(_text)
+    evaluated = table[table[column].notna()]
+    tuned = evaluated[kinds[evaluated.index] == ""]
+    if tuned.empty:
+        return []
+    pick = tuned.iloc[0]
+    ours = float(pick[column])
+    out = []
+    for _, base in evaluated[kinds[evaluated.index] != ""].iterrows():
+        theirs = float(base[column])
+        verdict = "beats" if ours > theirs else "does not beat"
+        out.append(f"on the holdout the search's pick {pick['trial']} {verdict} the {_text(base['baseline'])} "
+                   f"baseline {base['trial']}: {metric} {ours:.3f} vs {theirs:.3f}")
+    return out
+
+
+def holdout_lines(manifest: dict[str, Any], table: pd.DataFrame) -> list[str]:
+    """What was touched once: the lockbox's span, what was evaluated on it, and the verdicts against baselines."""
+    holdout = manifest.get("holdout") or {}
+    if not holdout.get("bars"):
+        return ["lockbox holdout: none (walk_forward.holdout_bars: 0): every figure was selected on the data it "
+                "reports"]
+    evaluated = ", ".join(holdout.get("evaluated") or []) or "no trial"
+    lines = [f"lockbox holdout: {holdout['bars']} bars, {holdout['start']} .. {holdout['end']}, behind the purge and "
+             f"embargo; the search saw bars up to {holdout['selection_end']} only. Opened once after the search for "
+             f"{evaluated} (the top trials by the objective and every baseline), each trained once on the data "
+             "before it: see the holdout_* columns"]
+    return lines + holdout_verdicts(table)

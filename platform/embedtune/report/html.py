@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from embedtune.leaderboard.bundle import Bundle, read_bundle
+from embedtune.leaderboard.ledger import holdout_lines, ledger_line
 from embedtune.report import analysis, figures
 
 CHART_IDS = ("chart-equity", "chart-underwater", "chart-pareto", "chart-importance", "chart-fold-sharpe",
@@ -199,6 +200,22 @@ def _section_regimes(bundle: Bundle, top: int) -> Section:
     return Section("regimes", "Performance by market regime", body)
 
 
+HOLDOUT_COLUMNS = ("trial", "baseline", "flags", "sharpe", "holdout_sharpe", "holdout_information_ratio",
+                   "holdout_max_drawdown", "holdout_total_return", "holdout_psr", "holdout_benchmark_correlation")
+
+
+def _section_holdout(bundle: Bundle) -> Section:
+    """The trials evaluated once on the lockbox, search Sharpe beside holdout numbers: the drop is the selection
+    bias the search figures carry."""
+    table = bundle.table
+    if "holdout_sharpe" not in table.columns or table["holdout_sharpe"].isna().all():
+        return Section("holdout", "Lockbox holdout", _note(holdout_lines(bundle.manifest, table)[0], "holdout"))
+    rows = table[table["holdout_sharpe"].notna()]
+    shown = rows[[c for c in HOLDOUT_COLUMNS if c in rows.columns]]
+    lines = "".join(f"<p>{escape(line)}</p>" for line in holdout_lines(bundle.manifest, table))
+    return Section("holdout", "Lockbox holdout: evaluated once, after the search", lines + html_table(shown))
+
+
 def _header(bundle: Bundle) -> str:
     d, (metric, mode) = bundle.data, bundle.objective
     banner = (f'<div id="{BANNER_ID}" role="alert">SYNTHETIC DATA: every number in this report comes from '
@@ -214,9 +231,9 @@ def _header(bundle: Bundle) -> str:
         f"{bundle.manifest.get('git_commit', '?')}; {bundle.manifest.get('seconds', '?')} s",
     ]
     selection = bundle.manifest.get("selection") or {}
-    if {"deflated_sharpe", "pbo"} <= set(selection):
-        facts.append(f"overfitting checks: deflated Sharpe of the best trial {selection['deflated_sharpe']:.3f}, "
-                     f"probability of backtest overfitting {selection['pbo']:.3f}")
+    if "n_trials" in selection:
+        facts.append(ledger_line(selection))
+    facts += holdout_lines(bundle.manifest, bundle.table)
     description = f"<p>{escape(bundle.description)}</p>" if bundle.description else ""
     return (f"<h1>Experiment report: {escape(bundle.experiment)}</h1>{banner}{description}"
             f'<div class="meta">{"<br>".join(escape(f) for f in facts)}</div>')
@@ -226,6 +243,7 @@ def render_report(bundle: Bundle, top: int = 5) -> str:
     charts = _Charts()
     sections = [Section("ranked", "Ranked trials", html_table(bundle.table) if len(bundle.table)
                         else _note("The run has no trials.", "ranked"))]
+    sections += [_section_holdout(bundle)]
     sections += _section_equity(bundle, charts, top)
     sections += [_section_pareto(bundle, charts), _section_importance(bundle, charts),
                  _section_sharpe_distribution(bundle, charts), _section_monthly(bundle, charts),

@@ -108,7 +108,9 @@ def read_checkpoint(directory: Path) -> ResumePoint:
                 frame, model = finished_files(r)
                 finished.append({"predictions": pd.read_parquet(directory / frame), "heads": kept["heads"],
                                  "train_loss": kept["train_loss"],
-                                 "model_state": torch.load(directory / model, weights_only=True)})
+                                 # Rebuilt on the CPU (restore_outcome): it only predicts and is saved again.
+                                 "model_state": torch.load(directory / model, weights_only=True,
+                                                           map_location="cpu")})
         repeat = int(meta.get("repeat", 0))
         if len(finished) != repeat:
             raise ValueError(f"{directory}: epoch checkpoint of repeat {repeat} keeps {len(finished)} finished repeats")
