@@ -131,6 +131,10 @@ def _text(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
+#: How the header names each baseline and what the pick brings against it.
+BASELINE_QUESTIONS = {"uncertainty": ("(tuned lambdas)", "the learned-uncertainty-weighting baseline")}
+
+
 def holdout_verdicts(table: pd.DataFrame, metric: str = "sharpe") -> list[str]:
     """One sentence per baseline: does the search's pick (the best ranked searched trial evaluated on the holdout)
     beat it there? ``table`` is a ranked leaderboard (``baseline`` empty for searched trials)."""
@@ -148,8 +152,10 @@ def holdout_verdicts(table: pd.DataFrame, metric: str = "sharpe") -> list[str]:
     for _, base in evaluated[kinds[evaluated.index] != ""].iterrows():
         theirs = float(base[column])
         verdict = "beats" if ours > theirs else "does not beat"
-        out.append(f"on the holdout the search's pick {pick['trial']} {verdict} the {_text(base['baseline'])} "
-                   f"baseline {base['trial']}: {metric} {ours:.3f} vs {theirs:.3f}")
+        kind = _text(base["baseline"])
+        ours_is, theirs_is = BASELINE_QUESTIONS.get(kind, ("", f"the {kind} baseline"))
+        out.append(f"on the holdout the search's pick {pick['trial']}{' ' + ours_is if ours_is else ''} {verdict} "
+                   f"{theirs_is} {base['trial']}: {metric} {ours:.3f} vs {theirs:.3f}")
     return out
 
 
