@@ -194,7 +194,7 @@ def child_tune(spec: dict[str, Any], out: Path) -> None:
     original = experiment.run_search
 
     def timed_search(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started = captured["search_t0"] = time.perf_counter()
         captured["grid"] = original(*args, **kwargs)
         captured["search_s"] = time.perf_counter() - started
         return captured["grid"]
@@ -205,9 +205,33 @@ def child_tune(spec: dict[str, Any], out: Path) -> None:
 
     ends: list[float] = []
 
+    starts: dict[str, float] = {}
+    finished: dict[str, float] = {}
+
+    def trial_dir(trial: Any) -> str:
+        try:
+            return Path(trial.path or "").name
+        except Exception:  # noqa: BLE001 - storage not set up yet: no timing for this trial
+            return ""
+
     class Finished(Callback):
+        """Wall times (perf_counter) of each trial's start and end (done, or stopped by the scheduler)."""
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            starts.setdefault(trial_dir(trial), time.perf_counter())
+
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            ends.append(time.perf_counter())
+            now = time.perf_counter()
+            ends.append(now)
+            finished[trial_dir(trial)] = now
+
+    original_bundle = experiment.write_bundle
+
+    def kept_bundle(staging: Any, final: Any, cfg: Any, data: Any, records: list, *args: Any, **kwargs: Any) -> Any:
+        captured["records"], captured["periods_per_year"] = list(records), float(data.periods_per_year)
+        return original_bundle(staging, final, cfg, data, records, *args, **kwargs)
+
+    experiment.write_bundle = kept_bundle
 
     original_callbacks = runner.tracking_callbacks
     runner.tracking_callbacks = lambda *a, **k: [*original_callbacks(*a, **k), Finished()]
@@ -227,10 +251,26 @@ def child_tune(spec: dict[str, Any], out: Path) -> None:
             "error": last_line(r.error) if r.error else None,
         })
     table = result.table
+    t0 = captured["search_t0"]
+    ledger = []  # the search's own trials, in proposal order: status, Sharpe, start/end (s from search start), OOS
+    for r in captured.get("records", []):
+        if r.baseline is not None:
+            continue
+        name = Path(r.extra.get("ray_trial_path") or "").name
+        oos = r.oos
+        ledger.append({
+            "trial": r.trial_id, "status": r.status, "folds": r.folds_done,
+            "sharpe": float(r.metrics.get("sharpe", float("nan"))),
+            "start_s": starts[name] - t0 if name in starts else None,
+            "end_s": finished[name] - t0 if name in finished else None,
+            "oos": None if oos is None else {c: [float(v) for v in oos[c].fillna(0.0)]
+                                             for c in ("strategy_return", "benchmark_return") if c in oos},
+        })
     out.write_text(json.dumps({
         "hung": False, "wall_s": wall, "search_s": captured["search_s"], "trials": trials, "ends": sorted(ends),
         "status": [] if table.empty else list(table["status"]),
         "sharpe": [] if table.empty else [float(v) for v in table["sharpe"]],
+        "ledger": ledger, "periods_per_year": captured.get("periods_per_year"),
     }))
 
 

@@ -66,7 +66,7 @@ CONFIG: dict[str, Any] = {
         "num_samples": 6, "max_concurrent": 2, "n_startup_trials": 4, "uncertainty_baseline": False,
         "holdout_top_k": 1,
         "space": {
-            "training.learning_rate": {"type": "loguniform", "low": 3e-4, "high": 3e-3},
+            "training.learning_rate": {"type": "loguniform", "low": 5e-4, "high": 5e-3},
             "training.lambdas.direction": {"type": "loguniform", "low": 0.3, "high": 10.0},
         },
     },
@@ -116,10 +116,11 @@ def run_cli(config: dict[str, Any], out: Path) -> tuple[float, Path]:
     return seconds, bundles[0]
 
 
-def oracle_sharpe(config: dict[str, Any], index: pd.DatetimeIndex) -> tuple[float, pd.Series]:
+def oracle(config: dict[str, Any], index: pd.DatetimeIndex) -> tuple[float, pd.Series, float]:
     """Sign of the last one-bar return, decided at each close of ``index`` and filled at the next open, backtested
-    by embedtune on exactly those bars with the run's costs; its Sharpe and its targets."""
+    by embedtune on exactly those bars with the run's costs: its Sharpe, its targets and the bars per year."""
     from embedtune.backtest.metrics import compute_metrics, periods_per_year
+    from embedtune.backtest.portfolio import run_backtest
     from embedtune.config import parse_config
     from embedtune.data.sources import load_market
 
@@ -130,14 +131,9 @@ def oracle_sharpe(config: dict[str, Any], index: pd.DatetimeIndex) -> tuple[floa
     bars = market.bars.loc[index[0]: index[-1]]
     if len(bars) != len(index):
         raise RuntimeError("holdout frame is not a contiguous span of the market's bars")
-    result = run_backtest_(bars, target, cfg.strategy.fees, cfg.strategy.slippage)
-    return compute_metrics(result, periods_per_year(market.bars.index))["sharpe"], target
-
-
-def run_backtest_(bars: pd.DataFrame, target: pd.Series, fees: float, slippage: float) -> Any:
-    from embedtune.backtest.portfolio import run_backtest
-
-    return run_backtest(bars, target, fees=fees, slippage=slippage)
+    result = run_backtest(bars, target, fees=cfg.strategy.fees, slippage=cfg.strategy.slippage)
+    ppy = periods_per_year(market.bars.index)  # as PreparedData.periods_per_year
+    return compute_metrics(result, ppy)["sharpe"], target, ppy
 
 
 def read_run(config: dict[str, Any], bundle: Path) -> dict[str, Any]:
@@ -149,27 +145,30 @@ def read_run(config: dict[str, Any], bundle: Path) -> dict[str, Any]:
     if selection.get("selected") != trial:
         raise RuntimeError(f"leaderboard rank 1 is {trial}, manifest selection says {selection.get('selected')}")
     frame = pd.read_parquet(bundle / "trials" / f"{trial}_holdout.parquet")
-    oracle, target = oracle_sharpe(config, pd.DatetimeIndex(frame.index))
+    oracle_sr, target, ppy = oracle(config, pd.DatetimeIndex(frame.index))
+    returns = frame["strategy_return"].fillna(0.0)
+    recomputed = float(returns.mean() / returns.std(ddof=1) * math.sqrt(ppy)) if returns.std() > 0 else math.nan
+    if math.isfinite(recomputed) and not math.isclose(recomputed, float(pick["holdout_sharpe"]), rel_tol=1e-6, abs_tol=1e-9):
+        raise RuntimeError(f"holdout Sharpe {pick['holdout_sharpe']} of {trial} is not its holdout frame's "
+                           f"({recomputed}): the oracle would not be measured like the pick")
+    if len(frame) != int(holdout["bars"]) or str(frame.index[0]) != holdout["start"]:
+        raise RuntimeError(f"{trial}'s holdout frame ({len(frame)} bars from {frame.index[0]}) is not the lockbox "
+                           f"({holdout['bars']} bars from {holdout['start']})")
     position = np.sign(frame["target"].fillna(0.0))
     traded = position != 0
-    ppy = manifest_ppy(config)
+    space = config["search"]["space"]
+    params = {key: float(pick[col]) for key in space if (col := key.split(".", 1)[1]) in board.columns}
     return {
         "trial": trial, "n_trials": int(selection["n_trials"]),
         "search_sharpe": float(selection["best_sharpe"]), "leaderboard_sharpe": float(pick["sharpe"]),
         "holdout_sharpe": float(pick["holdout_sharpe"]), "deflated_sharpe": float(selection["deflated_sharpe"]),
-        "pbo": float(selection["pbo"]), "oracle_sharpe": float(oracle),
+        "pbo": float(selection["pbo"]), "oracle_sharpe": float(oracle_sr), "ppy": ppy,
         "holdout_bars": int(holdout["bars"]), "holdout_start": holdout["start"], "holdout_end": holdout["end"],
         "touched": int(holdout["touched"]), "frame_bars": len(frame),
         "agree": float((position[traded] == target[traded]).mean()) if traded.any() else math.nan,
         "exposure": float(traded.mean()), "sharpe_se": math.sqrt(ppy / max(len(frame), 1)),
-        "params": {k: pick[k] for k in board.columns if k.startswith("param") or k.startswith("training.")},
+        "params": params,
     }
-
-
-def manifest_ppy(config: dict[str, Any]) -> float:
-    from embedtune.data.synthetic_market import periods_per_year
-
-    return float(periods_per_year("B"))
 
 
 def fmt(value: float, digits: int = 2) -> str:
@@ -231,7 +230,7 @@ def report(rows: list[dict[str, Any]], crashed: list[str], args: argparse.Namesp
           "side, next-open fills; lockbox = last 20% of samples, opened once for the pick")
     print()
     header = (f"{'market':<12} {'seed':>4} {'pick':>5} {'search SR':>9} {'holdout SR':>10} {'oracle SR':>9} "
-              f"{'pick/oracle':>11} {'deflated SR':>11} {'PBO':>5} {'agree':>6} {'expo':>5} {'bars':>5} "
+              f"{'pick/oracle':>11} {'deflated SR':>11} {'PBO':>5} {'agree':>6} {'expo':>5} {'lr':>7} {'lam_dir':>7} "
               f"{'s':>5}")
     print(header)
     print("-" * len(header))
@@ -240,15 +239,19 @@ def report(rows: list[dict[str, Any]], crashed: list[str], args: argparse.Namesp
         print(f"{r['market']:<12} {r['seed']:>4} {r['trial']:>5} {fmt(r['search_sharpe']):>9} "
               f"{fmt(r['holdout_sharpe']):>10} {fmt(r['oracle_sharpe']):>9} "
               f"{(f'{ratio:.2f}' if math.isfinite(ratio) else '-'):>11} {r['deflated_sharpe']:>11.3f} "
-              f"{r['pbo']:>5.2f} {r['agree']:>6.2f} {r['exposure']:>5.2f} {r['holdout_bars']:>5} "
-              f"{r['seconds']:>5.0f}")
+              f"{r['pbo']:>5.2f} {r['agree']:>6.2f} {r['exposure']:>5.2f} "
+              f"{r['params'].get('training.learning_rate', math.nan):>7.5f} "
+              f"{r['params'].get('training.lambdas.direction', math.nan):>7.2f} {r['seconds']:>5.0f}")
     if rows:
         se = rows[0]["sharpe_se"]
         print(f"  SR = annualized Sharpe (A = 261 bars/year); a {rows[0]['holdout_bars']}-bar holdout Sharpe has a "
               f"standard error of ~{se:.2f} (sqrt(A/n)), a mean of 3 ~{se / math.sqrt(3):.2f}; search SR = the pick's "
               "walk-forward OOS Sharpe (3 x 400 bars)")
-        print("  agree = share of the pick's holdout bars in a position whose side equals the oracle's; expo = share "
-              "of holdout bars in a position; s = wall time of the run (CLI start to exit)")
+        print(f"  holdout = the last {rows[0]['holdout_bars']} bars ({rows[0]['holdout_start'][:10]} .. "
+              f"{rows[0]['holdout_end'][:10]}), opened once (manifest holdout.touched = "
+              f"{max(r['touched'] for r in rows)}); agree = share of the pick's holdout bars in a position whose side "
+              "equals the oracle's; expo = share of holdout bars in a position; lr, lam_dir = the pick's learning "
+              "rate and direction loss weight; s = wall time of the run (CLI start to exit)")
     print()
     for verdict in verdicts(rows):
         print(verdict)

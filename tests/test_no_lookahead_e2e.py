@@ -46,7 +46,7 @@ BASE_CONFIG: dict[str, Any] = {
               "dim_feedforward": 16, "embedding_dim": 4, "dropout": 0.1},
     "training": {"epochs": 2, "batch_size": 32},
     "walk_forward": {"scheme": "rolling", "n_folds": 2, "test_bars": 40, "train_bars": 150, "purge_bars": 5,
-                     "embargo_bars": 2},
+                     "embargo_bars": 2, "holdout_bars": 0},  # t sits in a search fold; tests/test_holdout.py changes the lockbox
     "search": {"num_samples": 1, "max_concurrent": 1, "uncertainty_baseline": False},
     "output": {"feature_cache": None},
 }

@@ -77,7 +77,8 @@ def test_every_ensemble_parameter_learns_and_fusion_weights_are_returned() -> No
     cfg = load_config("configs/quickstart.yaml").with_overrides({"data.start": "2011-01-01",
                                                                  "walk_forward.train_bars": 200,
                                                                  "walk_forward.test_bars": 50,
-                                                                 "model.loss_weighting": "uncertainty"})
+                                                                 "model.loss_weighting": "uncertainty",
+                                                                 "walk_forward.holdout_bars": 0})
     data = prepare(cfg)
     fold = data.folds[0]
     scaler = FoldScaler.fit(data.features, data.labels, fold.train, cfg.model.window)
@@ -122,7 +123,7 @@ def cpcv_run():
     from embedtune.train.loop import run_folds
 
     cfg = parse_config(CPCV_CONFIG, "cpcv.yaml")
-    data = prepare(cfg, market=generate_market(n_bars=300, seed=11, signal_strength=0.3))
+    data = prepare(cfg, market=generate_market(n_bars=300, seed=11, signal_strength=0.3)).search_view()  # as trials get it
     strategy = load_strategy(cfg.strategy.name, cfg.strategy.params, Path("strategies"))
     reports: list = []
     final = run_folds(cfg, data, strategy, reports.append, device=torch.device("cpu"))
