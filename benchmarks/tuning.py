@@ -1,9 +1,10 @@
 """Tuning benchmarks: what Ray Tune + Optuna + Ray Train cost per trial, and what concurrency, DDP and ASHA buy.
 
-Run: ``.venv/bin/python benchmarks/tuning.py [--n N] [--epochs E] [--quick] [--cold] [--keep]`` (default N=12,
-20 epochs; ~25 min here). Prints one table per question, each a ratio against a named alternative, on one
-objective: the trial of ``tests/configs/tiny.yaml`` (train + backtest its 3 walk-forward folds on the bundled GOOG
-bars, ``--epochs`` per fold), searched by seeded TPE over its two-parameter space.
+Run: ``.venv/bin/python benchmarks/tuning.py [--n N] [--epochs E] [--quick] [--cold] [--keep] [--only asha]``
+(default N=12, 20 epochs; ~25 min here; ``--only asha``: section 4 alone). Prints one table per question, each a
+ratio against a named alternative, on one objective: the trial of ``tests/configs/tiny.yaml`` (train + backtest its 3
+walk-forward folds on the bundled GOOG bars, ``--epochs`` per fold, ``walk_forward.holdout_bars: 0``: no lockbox, the
+folds of the runs before it existed), searched by seeded TPE over its two-parameter space.
 
 1. Overhead: N trials through ``run_experiment`` (Tune + Optuna, serial) against a plain in-process loop,
    ``optuna.create_study(sampler=TPESampler(seed, n_startup_trials))`` asking the same space and calling
@@ -16,8 +17,10 @@ bars, ``--epochs`` per fold), searched by seeded TPE over its two-parameter spac
    one ``TorchTrainer.fit()`` per worker count running (a) ``fit_fold`` alone, samples/s between its epochs, then
    (b) embedtune's ``train_loop_per_worker`` (a recovery checkpoint and report per epoch), samples/s from the
    report times seen by a ``ray.train.UserCallback`` in Train's controller.
-4. ASHA (grace 1, reduction 2, rung = fold) against FIFO, both 2 at a time in place, same N: trials/hour, best
-   Sharpe, trials stopped early.
+4. ASHA (grace 1, reduction 2, rung = fold) against FIFO, both 2 at a time in place, FIFO N trials and ASHA
+   ``ASHA_MULTIPLE`` x N: trials proposed, completed and stopped, search time, trials disposed of per hour, each
+   side's best completed Sharpe with its deflated Sharpe at that side's own N (``embedtune.leaderboard.ledger``);
+   then both at an equal number K of completed trials (the first K to finish, timed by a Tune callback).
 5. Per-trial overhead breakdown from Tune's per-fold timings of the serial run, the in-process fold time and a
    no-op ``TorchTrainer.fit()``; fresh-process probes of the imports and of numba's on-disk cache (vectorbt's first
    backtest) against a warm process and, with ``--cold``, against a cold compile (empty ``NUMBA_CACHE_DIR``).
@@ -62,7 +65,10 @@ QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 BASE_KEY = "_base"
 OVERHEAD_GOAL = 0.15
 SPEEDUP_GOAL = 1.7
-ASHA_MULTIPLE = 3  # ASHA gets 3x FIFO's trials: stopping weak ones early should fit them in about FIFO's time
+#: ASHA is given 3x FIFO's trials (stopping weak ones early should fit them in about FIFO's time). Its best Sharpe is
+#: then the best of more draws, so section 4 deflates each side's best by its own N and compares equal numbers of
+#: completed trials.
+ASHA_MULTIPLE = 3
 ENSEMBLE_N = 10
 EXPERIMENT = "bench"  # quickstart trials for the realistic-objective overhead (~40 s each here)
 FITS = 0.99  # cpus_per_worker with which 2 trials (0.01 CPU each) and their 2 workers fit in 2 CPUs
@@ -457,6 +463,45 @@ class TuneRun:
     def stopped(self) -> int:
         return sum(st == "stopped" for st in self.raw.get("status", []))
 
+    @property
+    def ledger(self) -> list[dict[str, Any]]:
+        """The search's own trials (no baselines), proposal order: status, Sharpe, start/end, OOS returns."""
+        return self.raw.get("ledger", [])
+
+    def completed(self) -> list[dict[str, Any]]:
+        """Trials that ran every fold, in the order they finished."""
+        done = [t for t in self.ledger if t["status"] == "done"]
+        return sorted(done, key=lambda t: t["end_s"] if t["end_s"] is not None else float("inf"))
+
+    def first_completed(self, k: int) -> dict[str, Any]:
+        """The first ``k`` trials to finish every fold: when the k-th did (s from search start), the trials started
+        by then (all of them count in the deflated Sharpe's N: their results were seen) and the best of the k."""
+        first = self.completed()[:k]
+        at = first[-1]["end_s"] if len(first) == k else None
+        seen = [t for t in self.ledger if at is None or t["start_s"] is None or t["start_s"] <= at]
+        return {"k": len(first), "at_s": at, "seen": seen, "best": best_trial(first)}
+
+
+def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    finite = [t for t in trials if t["sharpe"] is not None and np.isfinite(t["sharpe"])]
+    return max(finite, key=lambda t: t["sharpe"], default=None)
+
+
+def deflated(trials: list[dict[str, Any]], best: dict[str, Any] | None, periods_per_year: float) -> dict[str, Any]:
+    """The platform's ledger over ``trials`` (N = all of them; stopped trials' partial returns count in the Sharpe
+    variance, as in every experiment's leaderboard): ``best``'s deflated Sharpe and the best annualized Sharpe
+    expected from N trials of no skill."""
+    import pandas as pd
+
+    from embedtune.leaderboard.ledger import ledger_checks
+    from embedtune.leaderboard.records import TrialRecord
+
+    records = [TrialRecord(trial_id=t["trial"], status=t["status"], params={}, metrics={"sharpe": t["sharpe"]},
+                           folds_done=t["folds"], config_hash="", oos=pd.DataFrame(t["oos"]) if t["oos"] else None)
+               for t in trials]
+    chosen = next((r for r in records if best is not None and r.trial_id == best["trial"]), None)
+    return ledger_checks(records, periods_per_year, chosen)
+
 
 def run_tune(tmp: Path, name: str, n: int, overrides: dict[str, Any], deadline_s: float,
              retry: bool = True) -> TuneRun:
@@ -639,6 +684,90 @@ def hang_note(run: TuneRun) -> list[str]:
             f"but {cleaner}"]
 
 
+def dsr_cell(summary: dict[str, Any]) -> str:
+    return f"{fmt(summary.get('deflated_sharpe'), 3)} (N={summary.get('n_trials', 0)})"
+
+
+def asha_section(results: dict[str, Any], n: int) -> str:
+    """ASHA against FIFO, each side's best deflated by its own N, and both at an equal number of completed trials.
+
+    ASHA proposes ``ASHA_MULTIPLE`` times FIFO's trials, so its raw best Sharpe is the best of more draws and higher
+    by selection alone; the comparison is read from the deflated Sharpes and from the first K completed trials."""
+    keys = (("fifo2_local", "FIFO (baseline)"), ("asha2", "ASHA grace 1, reduction 2"))
+    rows, notes = [], [f"FIFO {n} trials proposed, ASHA {ASHA_MULTIPLE * n}; 2 at a time (FIFO in order, ASHA free: "
+                       "search.in_order's defaults), num_workers 0, rung = fold (max_t 3), walk_forward.holdout_bars "
+                       "0 (no lockbox: the same 3 folds as before it existed; its one evaluation after the search "
+                       "would add the same time to both sides); completed = ran all 3 folds (the same out-of-sample "
+                       "span), stopped = stopped by ASHA at a rung"]
+    summaries: dict[str, dict[str, Any]] = {}
+    for key, label in keys:
+        if not usable(results, key) or not results[key].ledger:
+            rows.append([label, why(results, key) if not usable(results, key) else "no ledger", *[""] * 9])
+            continue
+        run = results[key]
+        best = best_trial(run.completed())
+        summaries[key] = s = deflated(run.ledger, best, run.raw["periods_per_year"])
+        done = len(run.completed())
+        rows.append([label, str(len(run.ledger)), str(done), str(sum(t["status"] == "stopped" for t in run.ledger)),
+                     str(sum(t["folds"] for t in run.ledger)), fmt(run.search_s),
+                     fmt(3600 * len(run.ledger) / run.search_s, 0), fmt(3600 * done / run.search_s, 0),
+                     fmt(best["sharpe"] if best else None, 3), dsr_cell(s), fmt(s.get("expected_max_sharpe"), 3)])
+    notes.append("proposed/h = trials started and then finished or stopped, per hour of search: how fast a scheduler "
+                 "disposes of trials, not how good the models it finds are; completed/h counts only trials that ran "
+                 "every fold")
+    notes.append("deflated Sharpe (embedtune.leaderboard.ledger, as in every leaderboard): probability that the best "
+                 "completed trial's true Sharpe is above 0 given N = every trial that side proposed (stopped ones "
+                 "included: their early folds were seen) and the spread of their Sharpes; above 0.95 is significant "
+                 "at 5%. null best of N = the best annualized Sharpe expected from N trials of no skill. The raw best "
+                 "Sharpes are not comparable: the side with more trials has more draws to take the best of")
+    if len(summaries) == 2:
+        a, f = results["asha2"], results["fifo2_local"]
+        gain = (len(a.ledger) / a.search_s) / (len(f.ledger) / f.search_s)
+        done_gain = (len(a.completed()) / a.search_s) / (len(f.completed()) / f.search_s)
+        notes.append(f"ASHA/FIFO: proposed/h {gain:.2f}x, completed/h {done_gain:.2f}x, in {a.search_s / f.search_s:.2f}x "
+                     f"FIFO's search time; deflated Sharpe of each side's best completed trial "
+                     f"{fmt(summaries['asha2'].get('deflated_sharpe'), 3)} (ASHA) vs "
+                     f"{fmt(summaries['fifo2_local'].get('deflated_sharpe'), 3)} (FIFO)")
+    for key in ("asha2", "fifo2", "fifo2_local", "serial", "local"):
+        run = results.get(key)
+        if isinstance(run, TuneRun) and run.hung:
+            notes.extend(hang_note(run))
+    out = table("4. ASHA vs FIFO: what each search ran, and its best completed trial deflated by its own N",
+                ["scheduler", "proposed", "completed", "stopped early", "folds run", "search s", "proposed/h",
+                 "completed/h", "best completed Sharpe", "deflated Sharpe (N)", "null best of N"], rows, notes)
+
+    rows, notes = [], []
+    if len(summaries) == 2:
+        k = min(len(results[key].completed()) for key, _ in keys)
+        firsts = {}
+        for key, label in keys:
+            run = results[key]
+            firsts[key] = first = run.first_completed(k)
+            s = deflated(first["seen"], first["best"], run.raw["periods_per_year"])
+            first["dsr"] = s.get("deflated_sharpe")
+            rows.append([label, str(first["k"]), fmt(first["at_s"]), str(len(first["seen"])),
+                         fmt(first["best"]["sharpe"] if first["best"] else None, 3), dsr_cell(s)])
+        a, f = firsts["asha2"], firsts["fifo2_local"]
+        notes.append(f"K = min(completed) = {k}: the first K trials of each side to finish all 3 folds, by completion "
+                     "time (a Tune callback in the search's process, seconds from the search's start); started by "
+                     "then = the trials whose results had been seen when the K-th finished, the N of its deflated "
+                     "Sharpe")
+        if a["best"] and f["best"] and a["at_s"] and f["at_s"]:
+            higher = "ASHA" if a["best"]["sharpe"] > f["best"]["sharpe"] else "FIFO"
+            sig = [name for name, x in (("ASHA", a["dsr"]), ("FIFO", f["dsr"])) if x is not None and x > 0.95]
+            notes.append(f"at K = {k}: best Sharpe ASHA {fmt(a['best']['sharpe'], 3)} vs FIFO "
+                         f"{fmt(f['best']['sharpe'], 3)} ({higher} higher), ASHA's K-th completed in "
+                         f"{a['at_s'] / f['at_s']:.2f}x FIFO's time after starting {len(a['seen'])} trials to FIFO's "
+                         f"{len(f['seen'])}; significant at 5% after deflation: {', '.join(sig) or 'neither'}")
+        notes.append("one run of each on a shared machine: a difference of best Sharpes between two searches of this "
+                     "size is not evidence that one scheduler finds better models")
+    else:
+        rows.append(["ASHA vs FIFO", "needs both runs", "", "", "", ""])
+    return out + "\n" + table("4b. ASHA vs FIFO at an equal number of completed trials",
+                              ["scheduler", "K", "K-th completed at s", "started by then", "best Sharpe of the K",
+                               "deflated Sharpe (N = started by then)"], rows, notes)
+
+
 def report(results: dict[str, Any], n: int) -> str:
     parts = []
     plain, serial, local = results.get("plain"), results.get("serial"), results.get("local")
@@ -747,31 +876,7 @@ def report(results: dict[str, Any], n: int) -> str:
                         "fit() s"], rows, notes))
 
     # 4. ASHA -------------------------------------------------------------------------------------------------
-    rows, notes = [], [f"FIFO {n} trials, ASHA {ASHA_MULTIPLE * n}; 2 at a time (FIFO in order, ASHA free: "
-                       "search.in_order's defaults), num_workers 0, rung = "
-                       "fold (max_t 3); best Sharpe over trials that ran all 3 folds (the same out-of-sample span)"]
-    for key, label in (("fifo2_local", "FIFO (baseline)"), ("asha2", "ASHA grace 1, reduction 2")):
-        if not usable(results, key):
-            rows.append([label, why(results, key), "", "", "", "", ""])
-            continue
-        run = results[key]
-        rows.append([label, str(run.n), fmt(run.search_s), fmt(3600 * run.n / run.search_s, 0), str(run.stopped()),
-                     str(sum(t["folds"] for t in run.trials)), fmt(run.best_sharpe(), 3)])
-    if usable(results, "fifo2_local", "asha2"):
-        a, f = results["asha2"], results["fifo2_local"]
-        gain = (a.n / a.search_s) / (f.n / f.search_s)
-        verdict = "equal or better" if a.best_sharpe() >= f.best_sharpe() else "WORSE"
-        notes.append(f"ASHA/FIFO trials per hour {gain:.2f}x in {a.search_s / f.search_s:.2f}x FIFO's time; best "
-                     f"Sharpe of a finished trial {verdict} ({fmt(a.best_sharpe(), 3)} vs {fmt(f.best_sharpe(), 3)}); "
-                     f"incl. stopped trials (fewer folds): ASHA {fmt(a.best_sharpe(False), 3)}, "
-                     f"FIFO {fmt(f.best_sharpe(False), 3)}")
-    for key in ("asha2", "fifo2", "fifo2_local", "serial", "local"):
-        run = results.get(key)
-        if isinstance(run, TuneRun) and run.hung:
-            notes.extend(hang_note(run))
-    parts.append(table("4. ASHA vs FIFO: trials per hour and the best Sharpe found",
-                       ["scheduler", "trials", "search s", "trials/h", "stopped early", "folds run", "best Sharpe"],
-                       rows, notes))
+    parts.append(asha_section(results, n))
 
     # 5. breakdown --------------------------------------------------------------------------------------------
     rows, notes = [], []
@@ -843,6 +948,8 @@ def main() -> int:
                         help="training epochs per fold of the objective (tiny.yaml has 1: ~0.07 s of compute per fold)")
     parser.add_argument("--cold", action="store_true", help="also time a cold numba compile (~50 s here)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, results, Ray storage)")
+    parser.add_argument("--only", choices=["asha"],
+                        help="run one section: asha = section 4 only (FIFO and ASHA searches, ~3 min here)")
     parser.add_argument("--child", choices=["tune", "ddp"], help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -858,7 +965,9 @@ def main() -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {"epochs": args.epochs}
     deadline = 90.0 + 60.0 * n  # generous: ~40 s per serial TorchTrainer trial on this machine
-    objective = {"training": {"epochs": args.epochs}}
+    # No lockbox (walk_forward.holdout_bars: auto is the default): the same 3 folds as the runs before it existed,
+    # and no holdout evaluation after each search. The quickstart ensemble keeps its config's holdout.
+    objective = {"training": {"epochs": args.epochs}, "walk_forward": {"holdout_bars": 0}}
     train = deep_update({"resources": {"num_workers": 1, "trial_cpus": 0.01}}, copy.deepcopy(objective))
     local = deep_update({"resources": {"num_workers": 0, "cpus_per_worker": 1}}, copy.deepcopy(objective))
     serial, two = {"search": {"max_concurrent": 1}}, {"search": {"max_concurrent": 2}}
@@ -871,6 +980,17 @@ def main() -> int:
         return out
 
     try:
+        if args.only == "asha":
+            guarded(results, "fifo2_local", lambda: run_tune(tmp, "fifo2_local", n, variant(local, two), deadline))
+            fifo = results.get("fifo2_local")
+            asha_deadline = max(120.0, 3.0 * fifo.search_s) if usable(results, "fifo2_local") else deadline
+            guarded(results, "asha2", lambda: run_tune(tmp, "asha2", ASHA_MULTIPLE * n, variant(local, asha),
+                                                       asha_deadline))
+            print(asha_section(results, n))
+            print(f"N = {n} (FIFO; ASHA {ASHA_MULTIPLE * n}), {args.epochs} epochs per fold; --only asha: section 4 "
+                  f"alone, {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores (shared machine, one run "
+                  "each)")
+            return 0
         guarded(results, "fresh", lambda: fresh_process(tmp, cold=False))
         if args.cold:
             guarded(results, "cold", lambda: fresh_process(tmp, cold=True))
@@ -893,7 +1013,8 @@ def main() -> int:
             guarded(results, "fifo2", lambda: run_tune(tmp, "fifo2", n, variant(train, fits, two), deadline))
         fifo = results.get("fifo2_local")
         asha_deadline = max(120.0, 3.0 * fifo.search_s) if usable(results, "fifo2_local") else deadline
-        # Same wall-clock budget, not the same trial count: what pruning buys is more trials in the time FIFO takes.
+        # ASHA gets ASHA_MULTIPLE x the trials and a deadline of 3x FIFO's search time (a hang backstop, not a budget);
+        # section 4 compares the two at equal completed trials and deflates each side's best by its own N.
         guarded(results, "asha2", lambda: run_tune(tmp, "asha2", ASHA_MULTIPLE * n, variant(local, asha),
                                                    asha_deadline))
         ddp_config = write_config(tmp, "ddp", {"training": {"epochs": 4 if args.quick else 6},

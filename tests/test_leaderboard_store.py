@@ -409,6 +409,7 @@ def test_holdout_and_excess_columns_sort_and_older_databases_gain_them(tmp_path:
     table = pd.read_csv(bundle / "leaderboard.csv", dtype={"trial": str})
     rng = np.random.default_rng(0)
     table["holdout_sharpe"] = rng.normal(0, 1, len(table))
+    table["holdout_psr"] = rng.uniform(0, 1, len(table))  # kept in the extra_metrics JSON, sortable all the same
     table["flags"] = ["beta"] + [""] * (len(table) - 1)
     table.to_csv(bundle / "leaderboard.csv", index=False)
     with LeaderboardStore(url) as store:
@@ -418,3 +419,7 @@ def test_holdout_and_excess_columns_sort_and_older_databases_gain_them(tmp_path:
         ranked = store.trials({"experiment": "new"}, sort="holdout_sharpe")
     assert list(ranked["holdout_sharpe"]) == sorted(table["holdout_sharpe"], reverse=True)
     assert ranked.set_index("trial").loc[table["trial"].iloc[0], "flags"] == "beta"
+    with LeaderboardStore(url) as store:
+        by_psr = store.trials({"experiment": "new", "holdout_psr>=": 0.2}, sort="holdout_psr", descending=False)
+    expected = sorted(v for v in table["holdout_psr"] if v >= 0.2)
+    assert list(by_psr["holdout_psr"]) == pytest.approx(expected)

@@ -290,7 +290,7 @@ def test_loss_weight_lr_moves_the_learned_weights_and_the_shift_is_reported(setu
     learned = cfg.with_overrides({"model.loss_weighting": "uncertainty", "training.learning_rate": 1e-3})
     fold = data.folds[0]
     outcomes = {lr: fit_fold(learned.with_overrides({"training.loss_weight_lr": lr}), data, fold, seed=3)
-                for lr in (1e-3, 0.05)}
+                for lr in (1e-3, 0.01, 0.05)}
     start = build_model(learned.model, data.features.shape[1], data.feature_names).loss_weights.effective_lambdas()
     for outcome in outcomes.values():
         end = outcome.model.loss_weights.effective_lambdas()
@@ -298,7 +298,9 @@ def test_loss_weight_lr_moves_the_learned_weights_and_the_shift_is_reported(setu
         assert outcome.heads["loss_weight_shift"] == pytest.approx(
             max(abs(math.log(end[k] / start[k])) for k in start), rel=1e-12)
     assert outcomes[0.05].heads["loss_weight_shift"] > 5 * outcomes[1e-3].heads["loss_weight_shift"] > 0
-    # Unset, it is the network's learning rate: the very same training.
+    # The default is 0.01: the very same training as setting it; None is the network's learning rate.
     default = fit_fold(learned, data, fold, seed=3)
-    pd.testing.assert_frame_equal(default.predictions, outcomes[1e-3].predictions)
-    assert default.heads["loss_weight_shift"] == outcomes[1e-3].heads["loss_weight_shift"]
+    pd.testing.assert_frame_equal(default.predictions, outcomes[0.01].predictions)
+    assert default.heads["loss_weight_shift"] == outcomes[0.01].heads["loss_weight_shift"]
+    network = fit_fold(learned.with_overrides({"training.loss_weight_lr": None}), data, fold, seed=3)
+    pd.testing.assert_frame_equal(network.predictions, outcomes[1e-3].predictions)

@@ -199,7 +199,9 @@ class TrainingConfig(Strict):
     #: seed, the fold and the repeat only); metrics are means over repeats, ``<metric>_seed_std`` their spread.
     seeds: int = Field(default=1, ge=1, le=32)
     #: Learning rate of learned loss weights (``model.loss_weighting: uncertainty``); None: ``learning_rate``.
-    loss_weight_lr: float | None = Field(default=None, gt=0.0, le=10.0)
+    #: Default 0.01: four scalars with small gradients; at a network's rate (1e-3) Adam moves them at most ~0.2 in log
+    #: space over 200 steps, so "learned" weights would stay at their start and the baseline would be fixed weights.
+    loss_weight_lr: float | None = Field(default=0.01, gt=0.0, le=10.0)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     #: ``bf16`` autocasts the forward pass on GPU (CPU runs stay fp32: bf16 is slower there).
     precision: Literal["fp32", "bf16"] = "fp32"

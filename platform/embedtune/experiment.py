@@ -129,7 +129,7 @@ def run_experiment(config_path: str | Path | None = None, output_root: str | Non
                 guard.check()
                 records += collect_records(baseline, cfg, search_data, prefix="u", baseline="uncertainty")
             if data.holdout is not None:  # the lockbox opens once, for what the search chose
-                chosen = choose(rank_records(records, cfg, data), cfg.search.holdout_top_k)
+                chosen = choose(rank_records(records, cfg), cfg.search.holdout_top_k)
                 attach(records, evaluate_holdout(cfg, data, strategy, storage, chosen, verbose, resume is not None))
                 guard.check()
         finally:
@@ -192,12 +192,12 @@ def baseline_values(cfg: ExperimentConfig, records: list[TrialRecord]) -> dict[s
     search-fold numbers still come from one trial against the best of many, so the verdict is read on the holdout,
     where both are evaluated once.
     """
-    ranked = [r for r in rank_records(records, cfg, None) if r.status == "done"]
+    ranked = [r for r in rank_records(records, cfg) if r.status == "done"]
     values = {k: v for k, v in ranked[0].params.items() if not k.startswith(LAMBDA_PREFIX)} if ranked else {}
     return {**values, UNCERTAINTY_KEY: "uncertainty"}
 
 
-def rank_records(records: list[TrialRecord], cfg: ExperimentConfig, data: PreparedData | None) -> list[TrialRecord]:
+def rank_records(records: list[TrialRecord], cfg: ExperimentConfig) -> list[TrialRecord]:
     """Records in leaderboard order (the search objective, feasibility, the Pareto front; see ``ranked_table``)."""
     table = ranked_table(records, cfg.objective.targets, "", cfg.config_hash)
     order = {trial: i for i, trial in enumerate(table["trial"])} if not table.empty else {}
@@ -237,7 +237,7 @@ def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix
 def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: PreparedData,
                  records: list[TrialRecord], config_path: str, storage: Path, seconds: float,
                  earlier_trials: int = 0) -> ExperimentResult:
-    ranked = rank_records(records, cfg, data)
+    ranked = rank_records(records, cfg)
     pick = next((r for r in ranked if r.status == "done" and r.baseline is None), None)
     selection = ledger_checks(records, data.periods_per_year, pick, earlier_trials)
     table = ranked_table(ranked, cfg.objective.targets, data.data_hash, cfg.config_hash)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQL
 
 from embedtune.errors import EmbedtuneError
 from embedtune.leaderboard.bundle import STORED_METRICS, Bundle, BundleError, clean, read_bundle
+from embedtune.leaderboard.records import METRIC_COLUMNS, RESULT_PREFIXES, RESULT_SUFFIXES
 from embedtune.leaderboard import schema
 from embedtune.leaderboard.schema import experiments, metadata, trials
 
@@ -241,10 +242,18 @@ def _trials_select() -> Any:
     ).join_from(trials, experiments, trials.c.run_id == experiments.c.run_id)
 
 
+def _extra_metric(name: str) -> bool:
+    """Per-trial numbers kept in the ``extra_metrics`` JSON (the rest of ``holdout_*``, ``*_seed_std``, ...)."""
+    return name.startswith(RESULT_PREFIXES) or name.endswith(RESULT_SUFFIXES) or name in METRIC_COLUMNS
+
+
 def _column(name: str) -> ColumnElement[Any]:
-    if name not in QUERY_COLUMNS:
-        raise LeaderboardError(f"unknown column {name!r}; one of: {', '.join(QUERY_COLUMNS)}")
-    return QUERY_COLUMNS[name]
+    if name in QUERY_COLUMNS:
+        return QUERY_COLUMNS[name]
+    if _extra_metric(name):  # sorted and filtered inside the database (JSON_EXTRACT on SQLite, ->> on PostgreSQL)
+        return trials.c.extra_metrics[name].as_float()
+    raise LeaderboardError(f"unknown column {name!r}; one of: {', '.join(QUERY_COLUMNS)}, or a holdout_* or "
+                           "*_seed_std metric")
 
 
 def parse_filter_key(key: str) -> tuple[str, str]:
@@ -259,7 +268,7 @@ def parse_filter_key(key: str) -> tuple[str, str]:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if value is None or name not in NUMERIC_COLUMNS:
+    if value is None or (name not in NUMERIC_COLUMNS and not _extra_metric(name)):
         return value
     try:
         return float(value)
