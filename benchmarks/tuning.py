@@ -313,7 +313,9 @@ def epoch_throughput(cfg: Any, data: Any) -> float:
     from embedtune.train.loop import fit_fold, trial_seed
 
     stamps: list[float] = []
-    fit_fold(cfg, data, data.folds[0], trial_seed(cfg), on_epoch=lambda e, s: stamps.append(time.perf_counter()))
+    fold = data.folds[0]
+    fit_fold(cfg, data, fold, trial_seed(cfg.seed, fold.index),
+             on_epoch=lambda e, s: stamps.append(time.perf_counter()))
     return training_samples(data) * (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
@@ -724,9 +726,9 @@ def asha_section(results: dict[str, Any], n: int) -> str:
         a, f = results["asha2"], results["fifo2_local"]
         gain = (len(a.ledger) / a.search_s) / (len(f.ledger) / f.search_s)
         done_gain = (len(a.completed()) / a.search_s) / (len(f.completed()) / f.search_s)
-        notes.append(f"ASHA/FIFO: proposed/h {gain:.2f}x, completed/h {done_gain:.2f}x, in {a.search_s / f.search_s:.2f}x "
-                     f"FIFO's search time; deflated Sharpe of each side's best completed trial "
-                     f"{fmt(summaries['asha2'].get('deflated_sharpe'), 3)} (ASHA) vs "
+        notes.append(f"ASHA/FIFO: proposed/h {gain:.2f}x, completed/h {done_gain:.2f}x, in "
+                     f"{a.search_s / f.search_s:.2f}x FIFO's search time; deflated Sharpe of each side's best "
+                     f"completed trial {fmt(summaries['asha2'].get('deflated_sharpe'), 3)} (ASHA) vs "
                      f"{fmt(summaries['fifo2_local'].get('deflated_sharpe'), 3)} (FIFO)")
     for key in ("asha2", "fifo2", "fifo2_local", "serial", "local"):
         run = results.get(key)

@@ -1,7 +1,7 @@
 """Validity benchmark: does selection find planted signal, and only planted signal?
 
 Run: ``.venv/bin/python benchmarks/validity.py [--seeds 11 12 13] [--phi 0.15] [--trials 6] [--quick] [--keep]``
-(~15-20 min on 2 busy cores). For each seed it runs the real CLI, ``embedtune tune --config FILE --output DIR`` (a
+(~11 min on 2 busy cores; ``--quick``: one seed, 4 trials, 15 epochs, a smoke test). For each seed it runs the real CLI, ``embedtune tune --config FILE --output DIR`` (a
 subprocess, as a user would), on two SYNTHETIC markets that share that seed (the generator spawns its streams
 separately, so the shocks are the same and only the signal differs):
 
@@ -11,7 +11,7 @@ separately, so the shocks are the same and only the signal differs):
 
 Each run is one experiment (``CONFIG`` below): a small MLP on the base features (which hold the last one-bar return),
 trained on horizon-1 direction labels, traded by ``direction_threshold`` at the next bar's open, a small TPE search
-over learning rate and the direction loss weight, 3 rolling walk-forward folds, and the lockbox holdout (the last 20%
+over learning rate and the direction loss weight, 3 anchored walk-forward folds, and the lockbox holdout (the last 20%
 of samples, ``walk_forward.holdout_bars: auto``) that the search never sees. From the result bundle it reads the
 search's pick (leaderboard rank 1, ``manifest.json`` ``selection``): its search Sharpe (its walk-forward OOS
 returns), its holdout Sharpe (trained once on the data before the lockbox, evaluated once on it), the deflated Sharpe
@@ -24,6 +24,12 @@ holdout Sharpe of the picks is within +/-0.3 of 0; on the planted market every p
 of the oracle's. A missed goal is reported (FAIL with the numbers), not an error: the exit status is non-zero only
 when a run crashes or its bundle cannot be read. The Sharpe of a holdout of n bars has a standard error of about
 sqrt(A / n) annualized (A = bars per year): printed, so each verdict can be read against its noise.
+
+How the config was chosen (on development seeds 1-4, never on the reported seeds 11-13): a first config (rolling
+folds of 1,000 training bars, return lags 1/2/5, 32 hidden, weight decay 1e-4, 30 epochs) learned sign(ret_1) only
+loosely (its holdout positions agreed with the oracle on ~70% of bars); one return lag, anchored folds (more
+training data), weight decay 0.1, 16 hidden and 60 epochs raised that to ~85%, and the learning-rate range was capped
+at 5e-3 (trials near 1e-2 were the least stable). Then one run on fresh seeds, reported as it came out.
 """
 from __future__ import annotations
 
@@ -54,11 +60,11 @@ RUN_TIMEOUT_S = 900
 
 #: The experiment of every run; per-run fields (name, data, seeds, output) are filled in by ``run_config``.
 CONFIG: dict[str, Any] = {
-    "features": {"base": {"return_lags": [1, 2, 5]}},
+    "features": {"base": {"return_lags": [1]}},  # ret_1 (the last one-bar return), rv_20, rsi_14, volume_z_20
     "labels": {"horizon": 1, "neutral_band": 0.1},
-    "model": {"type": "mlp", "window": 2, "d_model": 32, "embedding_dim": 8, "dropout": 0.0},
-    "training": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3},
-    "walk_forward": {"scheme": "rolling", "n_folds": 3, "test_bars": 400, "train_bars": 1000,
+    "model": {"type": "mlp", "window": 2, "d_model": 16, "embedding_dim": 8, "dropout": 0.0},
+    "training": {"epochs": 60, "batch_size": 64, "learning_rate": 3e-3, "weight_decay": 0.1},
+    "walk_forward": {"scheme": "anchored", "n_folds": 3, "test_bars": 400, "train_bars": None,
                      "purge_bars": 1, "embargo_bars": 1, "holdout_bars": "auto"},
     "strategy": {"name": "direction_threshold", "params": {"threshold": 0.0}, "fees": FEES, "slippage": SLIPPAGE},
     "objective": {"metric": "sharpe"},
@@ -148,7 +154,8 @@ def read_run(config: dict[str, Any], bundle: Path) -> dict[str, Any]:
     oracle_sr, target, ppy = oracle(config, pd.DatetimeIndex(frame.index))
     returns = frame["strategy_return"].fillna(0.0)
     recomputed = float(returns.mean() / returns.std(ddof=1) * math.sqrt(ppy)) if returns.std() > 0 else math.nan
-    if math.isfinite(recomputed) and not math.isclose(recomputed, float(pick["holdout_sharpe"]), rel_tol=1e-6, abs_tol=1e-9):
+    reported = float(pick["holdout_sharpe"])
+    if math.isfinite(recomputed) and not math.isclose(recomputed, reported, rel_tol=1e-6, abs_tol=1e-9):
         raise RuntimeError(f"holdout Sharpe {pick['holdout_sharpe']} of {trial} is not its holdout frame's "
                            f"({recomputed}): the oracle would not be measured like the pick")
     if len(frame) != int(holdout["bars"]) or str(frame.index[0]) != holdout["start"]:
@@ -224,9 +231,10 @@ def report(rows: list[dict[str, Any]], crashed: list[str], args: argparse.Namesp
     print(f"embedtune tune (the CLI, one subprocess per run) on SYNTHETIC daily bars (generate_market, {args.bars:,} "
           f"bars, regimes off): planted = AR(1) phi {args.phi:g} in one-bar log returns, random walk = phi 0; the "
           "same market seed for both")
-    print(f"per run: {args.trials} TPE trials (learning rate, direction loss weight), MLP on base features "
-          f"(ret_1/2/5, rv, rsi, volume z), horizon-1 labels, {args.epochs} epochs, 3 rolling folds x 400 bars "
-          f"(train 1000), direction_threshold 0.0, fees {FEES * 1e4:g} bp + slippage {SLIPPAGE * 1e4:g} bp per "
+    print(f"per run: {args.trials} TPE trials (learning rate 5e-4..5e-3, direction loss weight 0.3..10), MLP "
+          f"(16 hidden, weight decay 0.1) on the base features (ret_1, rv_20, rsi_14, volume_z_20), horizon-1 "
+          f"labels (neutral band 0.1), {args.epochs} epochs, 3 anchored folds x 400 bars (purge 1, embargo 1), "
+          f"direction_threshold 0.0, fees {FEES * 1e4:g} bp + slippage {SLIPPAGE * 1e4:g} bp per "
           "side, next-open fills; lockbox = last 20% of samples, opened once for the pick")
     print()
     header = (f"{'market':<12} {'seed':>4} {'pick':>5} {'search SR':>9} {'holdout SR':>10} {'oracle SR':>9} "
@@ -246,7 +254,7 @@ def report(rows: list[dict[str, Any]], crashed: list[str], args: argparse.Namesp
         se = rows[0]["sharpe_se"]
         print(f"  SR = annualized Sharpe (A = 261 bars/year); a {rows[0]['holdout_bars']}-bar holdout Sharpe has a "
               f"standard error of ~{se:.2f} (sqrt(A/n)), a mean of 3 ~{se / math.sqrt(3):.2f}; search SR = the pick's "
-              "walk-forward OOS Sharpe (3 x 400 bars)")
+              "walk-forward OOS Sharpe (3 x 400 bars, what the search ranked on)")
         print(f"  holdout = the last {rows[0]['holdout_bars']} bars ({rows[0]['holdout_start'][:10]} .. "
               f"{rows[0]['holdout_end'][:10]}), opened once (manifest holdout.touched = "
               f"{max(r['touched'] for r in rows)}); agree = share of the pick's holdout bars in a position whose side "
@@ -275,10 +283,11 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
                    f"{mean:+.3f} (within +/-{NULL_BAND} of 0 required; per run "
                    f"{', '.join(fmt(r['holdout_sharpe']) for r in null)})")
     if planted:
-        ok = [r for r in planted if r["oracle_sharpe"] > 0 and r["holdout_sharpe"] >= ORACLE_SHARE * r["oracle_sharpe"]]
+        ok = [r for r in planted
+              if r["oracle_sharpe"] > 0 and r["holdout_sharpe"] >= ORACLE_SHARE * r["oracle_sharpe"]]
         ratios = ", ".join(f"{r['holdout_sharpe']:.2f}/{r['oracle_sharpe']:.2f} = "
-                           f"{r['holdout_sharpe'] / r['oracle_sharpe']:.2f}" if r["oracle_sharpe"] > 0 else "oracle <= 0"
-                           for r in planted)
+                           f"{r['holdout_sharpe'] / r['oracle_sharpe']:.2f}"
+                           if r["oracle_sharpe"] > 0 else "oracle <= 0" for r in planted)
         mean_ratio = (np.mean([r["holdout_sharpe"] for r in planted]) / np.mean([r["oracle_sharpe"] for r in planted]))
         out.append(f"{'PASS' if len(ok) == len(planted) else 'FAIL'} planted phi, pick's holdout Sharpe >= "
                    f"{ORACLE_SHARE} x the oracle's in {len(ok)}/{len(planted)} runs: {ratios} (means: "
