@@ -74,6 +74,7 @@ def test_ablation_ranks_feature_family_variants(tmp_path: Path) -> None:
     raw["features"] = {"base": {}, "technical": {"rsi_periods": [14], "profile_window": 50, "ad_window": 50,
                                                  "block_window": 50}}
     raw["name"] = "tiny-ablation"
+    raw["walk_forward"]["holdout_bars"] = 100  # the technical family warms up longer: a smaller lockbox
     config = tmp_path / "ablation.yaml"
     config.write_text(yaml.safe_dump(raw))
     result = run_experiment(config, output_root=str(tmp_path), ablation=True)

@@ -35,7 +35,8 @@ BASE = {
 
 
 def run(model: dict) -> dict[str, float]:
-    cfg: ExperimentConfig = load_config("configs/quickstart.yaml").with_overrides({**BASE, "model": model})
+    cfg: ExperimentConfig = load_config("configs/quickstart.yaml").with_overrides({**BASE, "model": model,
+                                                                                  "walk_forward.holdout_bars": 0})
     data = prepare(cfg)
     assert data.synthetic
     strategy = load_strategy(cfg.strategy.name, cfg.strategy.params, Path(cfg.strategy.path))

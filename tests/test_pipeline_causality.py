@@ -53,7 +53,7 @@ def test_features_before_t_ignore_the_future(cfg, goog_bars) -> None:
 
 def cpcv_cfg(cfg: ExperimentConfig, **walk_forward: object) -> ExperimentConfig:
     raw = cfg.model_dump(mode="json")
-    raw["walk_forward"] = {"scheme": "cpcv", "n_groups": 6, "n_test_groups": 2, "purge_bars": 5, "embargo_bars": 5,
+    raw["walk_forward"] = {"scheme": "cpcv", "holdout_bars": 0, "n_groups": 6, "n_test_groups": 2, "purge_bars": 5, "embargo_bars": 5,
                            **walk_forward}
     return parse_config(raw, "cpcv.yaml")
 

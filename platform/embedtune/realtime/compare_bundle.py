@@ -55,13 +55,14 @@ def write_comparison_bundle(staging: Path, run_id: str, config: dict[str, Any], 
     ``bars``: the backtested bars (every record's OOS index); ``columns``/``skipped``: the served feature columns
     and those the real-time engine cannot compute.
     """
-    from embedtune.experiment import overfitting_checks, selection_line  # imports Ray: only when writing
+    from embedtune.leaderboard.ledger import ledger_checks, ledger_line
 
     config_hash, data_hash = content_hash(config), market.data_hash
-    selection = overfitting_checks(records, annualization)
     table = ranked_table(records, [OBJECTIVE], data_hash, config_hash)
     order = {trial: i for i, trial in enumerate(table["trial"])}
     ranked = sorted(records, key=lambda r: order[r.trial_id])
+    selection = ledger_checks(records, annualization, ranked[0] if ranked else None)
+    table = ranked_table(ranked, [OBJECTIVE], data_hash, config_hash)
     (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     table.to_csv(staging / "leaderboard.csv", index=False)
     (staging / "trials").mkdir()
@@ -87,7 +88,7 @@ def write_comparison_bundle(staging: Path, run_id: str, config: dict[str, Any], 
                        "sharpe_difference": _difference(sharpe)},
     })
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, allow_nan=False))
-    (staging / "leaderboard.md").write_text(render_markdown(config, manifest, table, selection_line(selection)))
+    (staging / "leaderboard.md").write_text(render_markdown(config, manifest, table, "- " + ledger_line(selection)))
     write_html_report(staging, staging / "report.html")
 
 
