@@ -100,7 +100,10 @@ def test_backtest_job_on_the_trained_model(head: LocalHead, results: Path, train
     assert np.isfinite(summary["metrics"]["sharpe"]) and summary["period"]["bars"] > 2000
     assert summary["overlaps_training"] is True  # the whole GOOG history includes the model's training years
     oos = pd.read_parquet(out / "oos.parquet")
-    assert len(oos) == summary["period"]["bars"] and oos["position"].abs().max() <= 1.0 + 0.05
+    assert len(oos) == summary["period"]["bars"] and oos["target"].abs().max() <= 1.0
+    # A long position cannot exceed the equity without leverage; a short's exposure drifts past 1 while the price
+    # rises against it and the target stays put (no rebalancing trade), so only the long side is bounded.
+    assert oos["position"].max() <= 1.0 + 0.05
 
 
 def test_backtest_reproduces_the_models_own_out_of_sample_predictions(train_bundle: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """On 2 CPUs: 4 trials, 2 at a time, each a 2-worker DDP TorchTrainer, all finish (no resource deadlock)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -23,8 +24,11 @@ def test_four_trials_of_two_ddp_workers_each_on_two_cores(tmp_path: Path) -> Non
     config.write_text(yaml.safe_dump(raw))
     table = pd.read_csv(run_experiment(config, output_root=str(tmp_path), verbose=False).leaderboard_csv)
     assert len(table) == 4 and (table["status"] == "done").all() and (table["folds"] == 3).all()
-    manifest = (tmp_path / "small-machine").glob("_ray/*/train_*")
-    assert len(list(manifest)) == 4  # one TorchTrainer run per trial, all folds inside it
+    (storage,) = (tmp_path / "small-machine").glob("_ray/*")
+    holdout = json.loads((storage / "holdout.json").read_text())
+    assert len(holdout["evaluated"]) == 1 and all("error" not in t for t in holdout["trials"].values())
+    # One TorchTrainer run per trial, all folds inside it, plus one for the trial the lockbox evaluates.
+    assert len(list(storage.glob("train_*"))) == 4 + 1
 
 
 def asha_config(tmp_path: Path, num_workers: int) -> Path:
@@ -33,6 +37,7 @@ def asha_config(tmp_path: Path, num_workers: int) -> Path:
     raw["search"].update(num_samples=6, max_concurrent=2, n_startup_trials=2,
                          scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
     raw["resources"] = {"num_workers": num_workers, "cpus_per_worker": 0.99, "trial_cpus": 0.01, "local_cpus": 2}
+    raw["walk_forward"]["holdout_bars"] = 0  # about the scheduler: no lockbox evaluation after the search
     config = tmp_path / f"asha{num_workers}.yaml"
     config.write_text(yaml.safe_dump(raw))
     return config

@@ -138,10 +138,37 @@ class PretrainConfig(Strict):
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
 
 
+class LinearConfig(Strict):
+    """``model.type: linear``: L2-regularized logistic regression per class head, ridge per regression head."""
+
+    #: L2 penalty on the coefficients of the standardized features (sklearn's ``1 / C`` for the logistic heads,
+    #: ``alpha`` for the ridge heads).
+    l2: float = Field(default=1.0, gt=0.0, le=1e6)
+
+
+class LightGBMConfig(Strict):
+    """``model.type: lightgbm``: one gradient-boosted tree model per head (the ``lightgbm`` package)."""
+
+    num_leaves: int = Field(default=15, ge=2, le=4096)
+    learning_rate: float = Field(default=0.05, gt=0.0, le=1.0)
+    #: Most boosting rounds; with early stopping on the validation slice, the best round is kept.
+    n_estimators: int = Field(default=300, ge=1, le=100_000)
+    min_child_samples: int = Field(default=20, ge=1)
+    feature_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    l2: float = Field(default=0.0, ge=0.0)
+
+
+#: Models that read the latest bar's scaled features (not a window, not option-chain tensors) and train without torch.
+CLASSICAL_MODELS = ("linear", "lightgbm")
+
+
 class ModelConfig(Strict):
     #: ``temporal_transformer``: the feature-sequence encoder alone; ``ensemble``: it plus the enabled chain
-    #: transformer, graph network and per-family group encoders, joined by ``fusion``.
-    type: Literal["temporal_transformer", "ensemble", "mlp"] = "temporal_transformer"
+    #: transformer, graph network and per-family group encoders, joined by ``fusion``; ``mlp``: the latest bar's
+    #: features through an MLP; ``linear`` / ``lightgbm``: the classical baselines on the latest bar's features.
+    type: Literal["temporal_transformer", "ensemble", "mlp", "linear", "lightgbm"] = "temporal_transformer"
+    linear: LinearConfig = LinearConfig()
+    lightgbm: LightGBMConfig = LightGBMConfig()
     window: int = Field(default=32, ge=2, le=4096)
     d_model: int = Field(default=32, ge=4)
     n_heads: int = Field(default=4, ge=1)
@@ -188,8 +215,27 @@ class LambdaConfig(Strict):
         return self
 
 
+class EarlyStoppingConfig(Strict):
+    """Early stopping on the validation slice at the end of each fold's training segment (``train/validation.py``):
+    purged from the samples trained on, never the test block; the best epoch's weights are restored."""
+
+    enabled: bool = True
+    #: Share of the fold's training samples (the latest ones) held out to validate on.
+    validation_fraction: float = Field(default=0.2, ge=0.0, le=0.5)
+    #: Epochs without an improvement of at least ``min_delta`` before training stops.
+    patience: int = Field(default=3, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+
 class TrainingConfig(Strict):
+    #: Most epochs per fold (early stopping may stop sooner).
     epochs: int = Field(default=5, ge=1, le=10_000)
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    #: ``balanced``: direction cross-entropy weighted by inverse class frequency in the fold's training labels, so a
+    #: rare class is not simply never predicted.
+    direction_class_weights: Literal["none", "balanced"] = "none"
+    #: Label smoothing of the direction cross-entropy (0: none).
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(default=1e-4, ge=0.0)
@@ -445,6 +491,27 @@ class SearchConfig(Strict):
     #: Trials (best first by the objective) trained once more on the data before the lockbox holdout and evaluated
     #: once on it, besides every baseline trial.
     holdout_top_k: int = Field(default=3, ge=1)
+    #: Classical baselines run in every experiment on the same features, folds, labels, strategy, costs and holdout
+    #: as the tuned trials (``[]``: none). Each is one trial at the config's ``model.linear`` / ``model.lightgbm``
+    #: settings, counted in the ledger and evaluated on the holdout.
+    baselines: list[Literal["linear", "lightgbm"]] = Field(default_factory=lambda: ["linear", "lightgbm"])
+    #: An extra row: the averaged head outputs of the top k searched trials (by the objective on the search folds)
+    #: through the same strategy, on the search folds and the holdout. 0: none.
+    ensemble_top_k: int = Field(default=3, ge=0)
+
+    @field_validator("baselines")
+    @classmethod
+    def _unique_baselines(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a baseline twice: {value}")
+        return value
+
+    @field_validator("ensemble_top_k")
+    @classmethod
+    def _ensemble_of_several(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("an ensemble of one trial is that trial: use 0 (none) or at least 2")
+        return value
 
 
 class ResourcesConfig(Strict):

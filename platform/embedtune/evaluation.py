@@ -147,7 +147,11 @@ def evaluate_cpcv_split(cfg: ExperimentConfig, data: PreparedData, split: int, p
 
 
 def head_metrics(predictions: pd.DataFrame, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy of the class heads and correlation of the regression heads, on the rows whose labels are known."""
+    """Accuracy of the class heads and correlation of the regression heads, on the rows whose labels are known.
+
+    ``direction_majority_share``: the share of those rows whose predicted direction class (argmax of ``p_down``,
+    ``p_neutral``, ``p_up``, read by name so any model's frame with these columns gets it) is the most frequent
+    predicted class; 1.0 means the head collapsed onto one class, 1/3 is the least a 3-class head can show."""
     known = ~np.isnan(labels).any(axis=1)
     if not known.any():
         return {}
@@ -158,9 +162,26 @@ def head_metrics(predictions: pd.DataFrame, labels: np.ndarray) -> dict[str, flo
     def corr(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
 
-    return {
+    out = {
         "direction_accuracy": float((direction == lab[:, 0]).mean()),
         "regime_accuracy": float((regime == lab[:, 3]).mean()),
         "volatility_corr": corr(pred[:, 3], lab[:, 1]),
         "volume_corr": corr(pred[:, 4], lab[:, 2]),
     }
+    share = direction_majority_share(predictions[known])
+    if np.isfinite(share):
+        out["direction_majority_share"] = share
+    return out
+
+
+DIRECTION_COLUMNS = ("p_down", "p_neutral", "p_up")
+
+
+def direction_majority_share(predictions: pd.DataFrame) -> float:
+    """Share of the rows whose predicted direction class (argmax) is the most frequent one: 1.0 means the head
+    predicted one class everywhere (a trial above ``COLLAPSED_SHARE`` is flagged ``collapsed``); NaN without rows or
+    direction columns."""
+    if predictions.empty or not set(DIRECTION_COLUMNS) <= set(predictions.columns):
+        return float("nan")
+    predicted = predictions[list(DIRECTION_COLUMNS)].to_numpy(dtype=float).argmax(axis=1)
+    return float(np.bincount(predicted, minlength=len(DIRECTION_COLUMNS)).max() / len(predicted))

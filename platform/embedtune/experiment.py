@@ -30,13 +30,16 @@ from embedtune.leaderboard.store import LeaderboardStore
 from embedtune.report.html import write_html_report
 from embedtune.holdout import HOLDOUT_FILE, attach, choose, evaluate_holdout, holdout_span, read_holdout_frames
 from embedtune.leaderboard.ledger import holdout_lines, ledger_checks, ledger_line
-from embedtune.leaderboard.records import BETA_CORRELATION, TrialRecord, ranked_table, to_markdown
+from embedtune.leaderboard.records import (BETA_CORRELATION, COLLAPSED_SHARE, TrialRecord, ranked_table,
+                                           to_markdown)
 from embedtune.runtime import ensure_ray, git_commit
 from embedtune.storage import StorageGuard, probe_dir, probe_file, sqlite_file, storage_error
 from embedtune.strategy import Strategy, load_strategy
-from embedtune.train.worker import OOS_FILE
+from embedtune.evaluation import direction_majority_share
+from embedtune.train.worker import OOS_FILE, PREDICTIONS_FILE
+from embedtune.trial_ensemble import ensemble_record
 from embedtune.tune.runner import run_search
-from embedtune.tune.space import VARIANT_KEY, trial_config
+from embedtune.tune.space import SELECTED_KEY, VARIANT_KEY, trial_config
 
 
 @dataclass
@@ -128,9 +131,21 @@ def run_experiment(config_path: str | Path | None = None, output_root: str | Non
                                       fixed=baseline_values(cfg, records), resume=resume is not None)
                 guard.check()
                 records += collect_records(baseline, cfg, search_data, prefix="u", baseline="uncertainty")
+            if not ablation and cfg.search.baselines:
+                # In place in their trial processes whatever resources.num_workers says: no torch worker group.
+                classical = run_search(cfg.with_overrides({"resources.num_workers": 0, "resources.use_gpu": False}),
+                                       data_ref, strategy, str(storage), name="baselines", verbose=verbose,
+                                       selected=classical_baselines(cfg, records), resume=resume is not None)
+                guard.check()
+                records += collect_records(classical, cfg, search_data)
+            ensemble = (ensemble_record(cfg, search_data, rank_records(records, cfg), strategy)
+                        if not ablation and cfg.search.ensemble_top_k else None)
+            if ensemble is not None:
+                records.append(ensemble)
             if data.holdout is not None:  # the lockbox opens once, for what the search chose
-                chosen = choose(rank_records(records, cfg), cfg.search.holdout_top_k)
-                attach(records, evaluate_holdout(cfg, data, strategy, storage, chosen, verbose, resume is not None))
+                chosen = choose(rank_records(records, cfg), cfg.search.holdout_top_k, ensemble)
+                attach(records, evaluate_holdout(cfg, data, strategy, storage, chosen, verbose, resume is not None,
+                                                 ensemble))
                 guard.check()
         finally:
             if started_ray:
@@ -213,10 +228,16 @@ def creation_order(result: Any) -> int:
 
 def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix: str = "t",
                     baseline: str | None = None) -> list[TrialRecord]:
+    """One record per trial of a Tune run. Trials of a ``selected`` run (the classical baselines) keep the name and
+    parameters they were given, and are the baseline they are named after."""
     records = []
     results = sorted(grid, key=creation_order)
     for number, result in enumerate(results):
         params = dict(result.config or {})
+        trial_id, kind = f"{prefix}{number:03d}", baseline
+        if SELECTED_KEY in params:
+            selected = params.pop(SELECTED_KEY)
+            trial_id, kind, params = str(selected["trial"]), str(selected["trial"]), dict(selected["params"])
         metrics = dict(result.metrics or {})
         oos = None
         checkpoint_path = metrics.get("checkpoint_path")
@@ -224,14 +245,47 @@ def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix
             oos = pd.read_parquet(Path(checkpoint_path) / OOS_FILE)
         folds_done = int(metrics["fold"]) + 1 if "fold" in metrics else 0
         status = "error" if result.error else ("done" if folds_done == len(data.folds) else "stopped")
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        if checkpoint_path and (Path(checkpoint_path) / PREDICTIONS_FILE).exists():
+            values["direction_majority_share"] = direction_majority_share(
+                pd.read_parquet(Path(checkpoint_path) / PREDICTIONS_FILE))
+        trial_cfg = trial_config(cfg, params)
         records.append(TrialRecord(
-            trial_id=f"{prefix}{number:03d}", status=status, params=params,
-            metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-            folds_done=folds_done, config_hash=trial_config(cfg, params).config_hash, oos=oos,
+            trial_id=trial_id, status=status, params=params, metrics=values,
+            folds_done=folds_done, config_hash=trial_cfg.config_hash, oos=oos,
             error=str(result.error).splitlines()[0] if result.error else None,
-            extra={"ray_trial_path": result.path}, baseline=baseline,
+            extra={"ray_trial_path": result.path, "checkpoint": checkpoint_path,
+                   "training": fold_diagnostics(result)},
+            baseline=kind, model=trial_cfg.model.type,
         ))
     return records
+
+
+#: Per-fold training diagnostics kept in the manifest (from each fold's report): how long it trained, how well it
+#: validated, whether its direction head collapsed.
+FOLD_DIAGNOSTICS = ("head_epochs_run", "head_best_epoch", "head_best_val_loss", "head_direction_majority_share",
+                    "train_loss")
+
+
+def fold_diagnostics(result: Any) -> list[dict[str, float]]:
+    try:
+        history = result.metrics_dataframe
+    except Exception:  # noqa: BLE001 - a trial that never reported has no history
+        history = None
+    if history is None or history.empty or "fold" not in history.columns:
+        return []
+    rows = history.dropna(subset=["fold"]).drop_duplicates(subset=["fold"], keep="last")
+    keep = [c for c in FOLD_DIAGNOSTICS if c in rows.columns]
+    return [{"fold": int(row["fold"]), **{c.removeprefix("head_"): float(row[c]) for c in keep
+                                          if pd.notna(row[c])}} for _, row in rows.iterrows()]
+
+
+def classical_baselines(cfg: ExperimentConfig, records: list[TrialRecord]) -> list[dict[str, Any]]:
+    """The ``selected`` grid of the classical baselines: each on the search pick's feature configuration (when
+    ``features.*`` is searched), at the config's own ``model.linear`` / ``model.lightgbm`` settings."""
+    ranked = [r for r in rank_records(records, cfg) if r.status == "done"]
+    features = {k: v for k, v in ranked[0].params.items() if k.startswith("features.")} if ranked else {}
+    return [{"trial": kind, "params": {**features, "model.type": kind}} for kind in cfg.search.baselines]
 
 
 def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: PreparedData,
@@ -302,6 +356,15 @@ def splits_phrase(cfg: ExperimentConfig, data: PreparedData) -> str:
     return f"{len(data.folds)} walk-forward folds ({wf.scheme})"
 
 
+def baselines_line(cfg: ExperimentConfig, data: PreparedData) -> str:
+    """What the classical baselines saw, said where a reader compares them (they cannot read every input)."""
+    unread = [what for what, present in (("option-chain tensors", data.chains is not None),
+                                         ("option graphs", data.graphs is not None)) if present]
+    return (f"baselines {', '.join(cfg.search.baselines)}: the latest bar's {len(data.feature_names)} scaled features "
+            f"(no input window{', no ' + ', no '.join(unread) if unread else ''}), the same folds, labels, strategy, "
+            "costs and holdout as the tuned trials")
+
+
 def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFrame,
                     manifest: dict[str, Any]) -> str:
     what = "; ".join(f"{k}: {v}" for k, v in (data.notes or {}).items()) or "generated data"
@@ -320,7 +383,9 @@ def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFra
         f"- config hash `{cfg.config_hash}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
         f"- {ledger_line(manifest.get('selection') or {})}",
         *(f"- {line}" for line in holdout_lines(manifest, table)),
-        f"- flags: `beta` = out-of-sample returns correlate above {BETA_CORRELATION} with buy-and-hold",
+        *([f"- {baselines_line(cfg, data)}"] if cfg.search.baselines else []),
+        f"- flags: `beta` = out-of-sample returns correlate above {BETA_CORRELATION} with buy-and-hold; `collapsed` "
+        f"= the direction head predicted one class on more than {COLLAPSED_SHARE:.0%} of the out-of-sample bars",
         "", "![equity](equity.png)", "", to_markdown(table), "",
     ]
     return "\n".join(lines)

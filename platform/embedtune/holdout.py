@@ -26,7 +26,7 @@ from embedtune.dataset import PreparedData
 from embedtune.leaderboard.bundle import clean
 from embedtune.leaderboard.records import TrialRecord
 from embedtune.strategy import Strategy
-from embedtune.train.worker import OOS_FILE
+from embedtune.train.worker import OOS_FILE, PREDICTIONS_FILE
 from embedtune.tune.space import SELECTED_KEY
 
 HOLDOUT_FILE = "holdout.json"
@@ -41,12 +41,15 @@ def holdout_key(metric: str) -> str:
     return f"{HOLDOUT_PREFIX}{metric}"
 
 
-def choose(ranked: list[TrialRecord], top_k: int) -> list[TrialRecord]:
-    """What the lockbox evaluates, fixed before it opens: the ``top_k`` best finished searched trials (``ranked`` is
-    in leaderboard order) and every finished baseline trial."""
+def choose(ranked: list[TrialRecord], top_k: int, ensemble: TrialRecord | None = None) -> list[TrialRecord]:
+    """What the lockbox trains and evaluates, fixed before it opens: the ``top_k`` best finished searched trials
+    (``ranked`` is in leaderboard order), every finished baseline trial that trains, and the ensemble's members (the
+    ensemble itself trains nothing: it averages its members' holdout predictions)."""
     done = [r for r in ranked if r.status == "done"]
-    tuned = [r for r in done if r.baseline is None][:top_k]
-    return tuned + [r for r in done if r.baseline is not None]
+    wanted = set((ensemble.extra.get("members") or []) if ensemble is not None else [])
+    searched = [r for r in done if r.baseline is None]
+    tuned = [r for i, r in enumerate(searched) if i < top_k or r.trial_id in wanted]
+    return tuned + [r for r in done if r.baseline is not None and r is not ensemble]
 
 
 def holdout_span(data: PreparedData) -> dict[str, Any]:
@@ -58,12 +61,16 @@ def holdout_span(data: PreparedData) -> dict[str, Any]:
 
 
 def evaluate_holdout(cfg: ExperimentConfig, data: PreparedData, strategy: Strategy, storage: Path,
-                     chosen: list[TrialRecord], verbose: bool, resume: bool) -> dict[str, Any]:
-    """Train and evaluate ``chosen`` once on the lockbox (or read the evaluation a resumed run already made).
+                     chosen: list[TrialRecord], verbose: bool, resume: bool,
+                     ensemble: TrialRecord | None = None) -> dict[str, Any]:
+    """Train and evaluate ``chosen`` once on the lockbox (or read the evaluation a resumed run already made), and the
+    ``ensemble`` row (if any) from its members' holdout predictions.
 
     Returns the ``holdout`` manifest section: span, trials evaluated, ``touched`` (1: opened once) and per trial its
     ``holdout_*`` metrics; OOS frames of the holdout bars go to ``<storage>/holdout_oos/<trial>.parquet``.
     """
+    from embedtune.trial_ensemble import average_predictions, evaluate_average
+
     from embedtune.tune.runner import run_search
 
     marker = storage / HOLDOUT_FILE
@@ -72,6 +79,7 @@ def evaluate_holdout(cfg: ExperimentConfig, data: PreparedData, strategy: Strate
     section: dict[str, Any] = {**holdout_span(data), "touched": 1, "evaluated": [r.trial_id for r in chosen],
                                "trials": {}}
     frames: dict[str, pd.DataFrame] = {}
+    predictions: dict[str, pd.DataFrame] = {}
     if chosen:
         view = data.holdout_view()
         grid = run_search(cfg, ray.put(view), strategy, str(storage), name="holdout", verbose=verbose,
@@ -85,6 +93,20 @@ def evaluate_holdout(cfg: ExperimentConfig, data: PreparedData, strategy: Strate
                 continue
             frames[trial] = oos
             section["trials"][trial] = holdout_metrics(metrics, oos)
+            if (found := _predictions_frame(result)) is not None:
+                predictions[trial] = found
+    if ensemble is not None:
+        wanted = list(ensemble.extra.get("members") or [])
+        section["evaluated"].append(ensemble.trial_id)
+        if wanted and all(m in predictions for m in wanted):
+            view = data.holdout_view()
+            averaged = evaluate_average(cfg, view, average_predictions([predictions[m] for m in wanted],
+                                                                       cfg.training.seeds), strategy)
+            frames[ensemble.trial_id] = averaged.frame
+            section["trials"][ensemble.trial_id] = holdout_metrics(averaged.metrics, averaged.frame)
+        else:
+            missing = [m for m in wanted if m not in predictions]
+            section["trials"][ensemble.trial_id] = {"error": f"members without holdout predictions: {missing}"}
     _write_atomically(storage, section, frames)
     return section
 
@@ -119,10 +141,18 @@ def attach(records: list[TrialRecord], section: dict[str, Any]) -> None:
                                if k.startswith(HOLDOUT_PREFIX)})
 
 
-def _oos_frame(result: Any) -> pd.DataFrame | None:
+def _checkpoint_frame(result: Any, name: str) -> pd.DataFrame | None:
     checkpoint = (result.metrics or {}).get("checkpoint_path")
-    path = Path(checkpoint) / OOS_FILE if checkpoint else None
+    path = Path(checkpoint) / name if checkpoint else None
     return pd.read_parquet(path) if path is not None and path.exists() else None
+
+
+def _oos_frame(result: Any) -> pd.DataFrame | None:
+    return _checkpoint_frame(result, OOS_FILE)
+
+
+def _predictions_frame(result: Any) -> pd.DataFrame | None:
+    return _checkpoint_frame(result, PREDICTIONS_FILE)
 
 
 def _write_atomically(storage: Path, section: dict[str, Any], frames: dict[str, pd.DataFrame]) -> None:

@@ -26,14 +26,14 @@ STORED_METRICS: tuple[str, ...] = (
     "holdout_sharpe", "holdout_information_ratio", "holdout_max_drawdown", "holdout_total_return",
 )
 HEAD_PREFIXES: tuple[str, ...] = ("head_", "lambda_eff_", "fusion_")
-FIXED_COLUMNS: tuple[str, ...] = ("rank", "trial", "status", "folds", "baseline", "flags", "config_hash", "data_hash",
-                                  "experiment_hash")
+FIXED_COLUMNS: tuple[str, ...] = ("rank", "trial", "status", "folds", "baseline", "model", "flags", "config_hash",
+                                  "data_hash", "experiment_hash")
 #: Per-trial outcomes without a column of their own: ranking flags, constraint slacks, sanitized objective values.
 FLAG_COLUMNS: tuple[str, ...] = ("feasible", "pareto")
 EXTRA_PREFIXES: tuple[str, ...] = ("constraint_", "objective_", *RESULT_PREFIXES)
 REQUIRED_FILES: tuple[str, ...] = ("manifest.json", "leaderboard.csv", "config.yaml")
 _TEXT_COLUMNS = {"trial": str, "status": str, "config_hash": str, "data_hash": str, "experiment_hash": str,
-                 "baseline": str, "flags": str}
+                 "baseline": str, "model": str, "flags": str}
 _DAYS_PER_YEAR = 365.25
 
 
@@ -243,7 +243,7 @@ def read_bundle(bundle_dir: Path | str) -> Bundle:
         table = pd.DataFrame(columns=["rank", "trial", "status", "folds"])
     except (OSError, ValueError) as err:
         raise BundleError(str(bundle_dir), f"unreadable leaderboard.csv: {str(err).splitlines()[0]}") from None
-    for column in ("baseline", "flags"):  # text columns that are empty for most trials (older bundles lack them)
+    for column in ("baseline", "model", "flags"):  # text columns often empty (older bundles lack them)
         table[column] = table[column].fillna("") if column in table.columns else ""
     absent = {"rank", "trial", "status"} - set(table.columns)
     if absent:

@@ -132,7 +132,12 @@ def _text(value: Any) -> str:
 
 
 #: How the header names each baseline and what the pick brings against it.
-BASELINE_QUESTIONS = {"uncertainty": ("(tuned lambdas)", "the learned-uncertainty-weighting baseline")}
+BASELINE_QUESTIONS = {
+    "uncertainty": ("(tuned lambdas)", "the learned-uncertainty-weighting baseline"),
+    "linear": ("", "the linear baseline (logistic/ridge per head, same features)"),
+    "lightgbm": ("", "the LightGBM baseline (same features)"),
+    "ensemble": ("", "the average of the top trials"),
+}
 
 
 def holdout_verdicts(table: pd.DataFrame, metric: str = "sharpe") -> list[str]:

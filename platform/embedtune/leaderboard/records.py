@@ -11,7 +11,7 @@ import pandas as pd
 METRIC_COLUMNS = (
     "sharpe", "sortino", "information_ratio", "max_drawdown", "calmar", "hit_rate", "turnover",
     "total_return", "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "deflated_sharpe_excess",
-    "pbo", "risk_adjusted", "benchmark_correlation", "capacity",
+    "pbo", "risk_adjusted", "benchmark_correlation", "capacity", "direction_majority_share",
 )
 #: Per-trial results beside the search metrics: the lockbox evaluation and the spread over seed repeats.
 RESULT_PREFIXES = ("holdout_",)
@@ -19,6 +19,9 @@ RESULT_SUFFIXES = ("_seed_std",)
 #: A trial whose out-of-sample returns correlate above this with buy-and-hold is flagged ``beta``: its Sharpe is
 #: mostly the market's.
 BETA_CORRELATION = 0.9
+#: A direction head whose most frequent predicted class (argmax) covers more than this share of the out-of-sample bars
+#: is flagged ``collapsed``: it predicts one class, whatever its accuracy says.
+COLLAPSED_SHARE = 0.95
 
 
 def trial_flags(metrics: dict[str, float]) -> str:
@@ -28,6 +31,8 @@ def trial_flags(metrics: dict[str, float]) -> str:
         flags.append("beta")
     if metrics.get("holdout_benchmark_correlation", math.nan) > BETA_CORRELATION:
         flags.append("holdout_beta")
+    if metrics.get("direction_majority_share", math.nan) > COLLAPSED_SHARE:
+        flags.append("collapsed")
     return ",".join(flags)
 #: ``walk_forward.scheme: cpcv`` only: each metric's distribution over the backtest paths, and their number.
 PATH_SUFFIXES = ("_path_std", "_path_min", "_path_max")
@@ -45,8 +50,10 @@ class TrialRecord:
     oos: pd.DataFrame | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    #: The baseline this trial is (e.g. ``uncertainty``), None for a trial of the search itself.
+    #: The baseline this trial is (e.g. ``uncertainty``, ``linear``), None for a trial of the search itself.
     baseline: str | None = None
+    #: ``model.type`` of the trial (for the averaged top-k row: its members' types).
+    model: str = ""
 
 
 def _short(path: str) -> str:
@@ -72,8 +79,8 @@ def ranked_table(records: list[TrialRecord], targets: list[str], data_hash: str,
     rows = []
     for r in records:
         row: dict[str, Any] = {"trial": r.trial_id, "status": r.status, "folds": r.folds_done,
-                               "baseline": r.baseline or "", "flags": trial_flags(r.metrics)}
-        row.update({_short(k): v for k, v in sorted(r.params.items())})
+                               "baseline": r.baseline or "", "model": r.model, "flags": trial_flags(r.metrics)}
+        row.update({_short(k): v for k, v in sorted(r.params.items()) if k != "model.type"})  # the "model" column
         row.update({m: r.metrics.get(m, math.nan) for m in METRIC_COLUMNS})
         row.update({k: v for k, v in sorted(r.metrics.items())
                     if k.startswith(RESULT_PREFIXES) or k.endswith(RESULT_SUFFIXES)})

@@ -45,6 +45,7 @@ trials = Table(
     Column("dataset", String(16), nullable=False, index=True),
     Column("folds", Integer),
     Column("baseline", String(64)),
+    Column("model", String(128)),
     Column("flags", String(256)),
     Column("config_hash", String(64)),
     Column("data_hash", String(64)),

@@ -22,11 +22,12 @@ from embedtune.leaderboard.schema import experiments, metadata, trials
 DEFAULT_URL = "sqlite:///results/leaderboard.db"
 OPERATORS = ("==", "!=", ">=", "<=", "=", ">", "<")
 _KEY = re.compile(r"^\s*([A-Za-z_][\w.]*?)\s*(==|!=|>=|<=|=|>|<)?\s*$")
-LEAD_COLUMNS = ("experiment", "run_id", "rank", "trial", "status", "baseline", "flags", "strategy", "dataset", "folds")
+LEAD_COLUMNS = ("experiment", "run_id", "rank", "trial", "status", "baseline", "model", "flags", "strategy", "dataset",
+                "folds")
 TAIL_COLUMNS = ("config_hash", "data_hash", "git_commit", "error", "fold_metrics", "artifacts")
 QUERY_COLUMNS: dict[str, ColumnElement[Any]] = {
     "experiment": experiments.c.experiment,
-    **{name: trials.c[name] for name in ("run_id", "trial", "rank", "status", "baseline", "flags", "strategy",
+    **{name: trials.c[name] for name in ("run_id", "trial", "rank", "status", "baseline", "model", "flags", "strategy",
                                          "dataset", "folds", "config_hash", "data_hash", "git_commit")},
     **{name: trials.c[name] for name in STORED_METRICS},
 }
@@ -222,7 +223,8 @@ def _trial_row(bundle: Bundle, row: pd.Series) -> dict[str, Any]:
     folds = number("folds")
     return {
         "run_id": bundle.run_id, "trial": trial, "rank": int(row["rank"]), "status": str(row["status"]),
-        "baseline": str(row.get("baseline") or "") or None, "flags": str(row.get("flags") or ""),
+        "baseline": str(row.get("baseline") or "") or None, "model": str(row.get("model") or "") or None,
+        "flags": str(row.get("flags") or ""),
         "strategy": bundle.strategy, "dataset": bundle.dataset_kind,
         "folds": int(folds) if folds is not None else None,
         "config_hash": clean(row.get("config_hash")), "data_hash": clean(row.get("data_hash", bundle.data.get("hash"))),

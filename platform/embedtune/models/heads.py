@@ -40,10 +40,22 @@ class TaskLosses:
     parts: dict[str, torch.Tensor]
 
 
-def multitask_loss(outputs: dict[str, torch.Tensor], targets: torch.Tensor, lambdas: dict[str, float]) -> TaskLosses:
-    """Cross-entropy for the class heads, MSE for the standardized regression heads; ``targets`` is (batch, 4)."""
+def multitask_loss(outputs: dict[str, torch.Tensor], targets: torch.Tensor, lambdas: dict[str, float],
+                   direction_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> TaskLosses:
+    """Cross-entropy for the class heads, MSE for the standardized regression heads; ``targets`` is (batch, 4).
+
+    ``direction_weights`` (per direction class) and ``label_smoothing`` touch the direction cross-entropy only, so a
+    rare direction class is not simply never predicted (``training.direction_class_weights``) and the head is not
+    pushed to overconfidence (``training.label_smoothing``). With a weight, the mean is ``F.cross_entropy``'s: the
+    weighted sum over the batch divided by the sum of the targets' weights. The defaults call ``F.cross_entropy``
+    exactly as before, so the loss is bit-identical to the unweighted, unsmoothed one."""
+    if direction_weights is None and label_smoothing == 0.0:
+        direction = F.cross_entropy(outputs["direction"], targets[:, 0].long())
+    else:
+        direction = F.cross_entropy(outputs["direction"], targets[:, 0].long(), weight=direction_weights,
+                                    label_smoothing=label_smoothing)
     parts = {
-        "direction": F.cross_entropy(outputs["direction"], targets[:, 0].long()),
+        "direction": direction,
         "volatility": F.mse_loss(outputs["volatility"], targets[:, 1]),
         "volume": F.mse_loss(outputs["volume"], targets[:, 2]),
         "regime": F.cross_entropy(outputs["regime"], targets[:, 3].long()),

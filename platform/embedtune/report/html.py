@@ -200,7 +200,7 @@ def _section_regimes(bundle: Bundle, top: int) -> Section:
     return Section("regimes", "Performance by market regime", body)
 
 
-HOLDOUT_COLUMNS = ("trial", "baseline", "flags", "sharpe", "holdout_sharpe", "holdout_information_ratio",
+HOLDOUT_COLUMNS = ("trial", "baseline", "model", "flags", "sharpe", "holdout_sharpe", "holdout_information_ratio",
                    "holdout_max_drawdown", "holdout_total_return", "holdout_psr", "holdout_benchmark_correlation")
 
 

@@ -37,3 +37,13 @@ def shard(indices: torch.Tensor) -> tuple[torch.Tensor, float]:
         return indices, 1.0
     local = indices[rank::size]
     return local, len(local) * size / len(indices)
+
+
+def from_rank_zero(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank: a decision every rank must take alike (early stopping) never rests on
+    floating-point results agreeing bit for bit across processes; a rank that stopped alone would hang the others."""
+    if world()[1] == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())

@@ -28,7 +28,8 @@ from embedtune.models.contrastive import contrastive_pairs, pretrain_encoder
 from embedtune.models.quality import cluster_purity, retrieval_accuracy
 from embedtune.tune.objectives import constraint_values, objective_values
 from embedtune.train.data import FoldScaler, WindowDataset, move, scale_chains, scale_graphs
-from embedtune.train.distributed import shard, unwrap, world, wrap_ddp
+from embedtune.train.distributed import from_rank_zero, shard, unwrap, world, wrap_ddp
+from embedtune.train.validation import split_validation
 
 PREDICTION_COLUMNS = (
     [f"p_{c}" for c in DIRECTION_CLASSES] + ["vol_pred", "volume_pred"] + [f"regime_{i}" for i in range(5)]
@@ -70,6 +71,84 @@ def seed_everything(seed: int) -> torch.Generator:
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
 
+class EarlyStopping:
+    """The patience rule on the validation loss, as plain numbers, so an epoch state can carry it exactly.
+
+    After epoch ``e`` (0-based) with validation loss ``v``: an improvement is ``v < best - min_delta`` (never a NaN
+    loss); it resets the count of bad epochs and keeps a copy of the weights. Otherwise the count grows, and training
+    stops once it reaches ``patience``. ``best_epoch`` is 0-based here (like the epoch state's ``epoch``), -1 before
+    any improvement."""
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best_loss = math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.history: list[float] = []
+        self.best_state: dict[str, torch.Tensor] = {}
+
+    def update(self, epoch: int, loss: float, model: torch.nn.Module) -> bool:
+        """Record epoch ``epoch``'s validation loss; True when training should stop now."""
+        self.history.append(loss)
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self.bad_epochs = loss, epoch, 0
+            # Clones, never mutated afterwards: the epoch state may hand them out without another copy.
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        """The rule's part of an epoch state (tensors and numbers only: read back with ``weights_only=True``)."""
+        return {"val_history": torch.tensor(self.history, dtype=torch.float64), "best_model": self.best_state,
+                "best_val_loss": float(self.best_loss), "best_epoch": int(self.best_epoch),
+                "bad_epochs": int(self.bad_epochs)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from ``state()``'s keys; a state written before early stopping existed starts the rule afresh."""
+        if "val_history" not in state:
+            return
+        self.history = [float(v) for v in state["val_history"]]
+        self.best_state = {k: v.detach().clone() for k, v in state["best_model"].items()}
+        self.best_loss, self.best_epoch = float(state["best_val_loss"]), int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+def balanced_direction_weights(direction: np.ndarray, n_classes: int = len(DIRECTION_CLASSES)) -> torch.Tensor:
+    """``n_samples / (n_classes * count_c)`` per direction class over the labels trained on (sklearn's "balanced").
+
+    A class absent from them gets weight 1 (the unweighted loss's): no training target has it, so it only matters on
+    the validation slice, where weight 0 could leave a batch with no weight at all (0/0, a NaN loss)."""
+    counts = np.bincount(np.asarray(direction, dtype=np.int64), minlength=n_classes)[:n_classes].astype(np.float64)
+    safe = np.where(counts > 0, counts, 1.0)
+    weights = np.where(counts > 0, counts.sum() / (n_classes * safe), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+@torch.no_grad()
+def validation_loss(model: EmbeddingModel, dataset: WindowDataset, lambdas: dict[str, float], device: torch.device,
+                    direction_weights: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                    batch_size: int = 1024) -> float:
+    """The fixed-lambda multitask total (with the training's class weights and label smoothing) on the whole
+    ``dataset``, in eval mode and float32 like ``predict``: the losses over all samples at once, so the number does
+    not depend on the chunking. Under ``model.loss_weighting: uncertainty`` this is still the plain lambda-weighted
+    total, not the learned weighting's (whose log-variance terms move as it learns): epochs stay comparable."""
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[torch.Tensor]] = {"direction": [], "volatility": [], "volume": [], "regime": []}
+    targets = []
+    for start in range(0, len(dataset), batch_size):
+        inputs, y = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
+        out = model(move(inputs, device))
+        for key, parts in chunks.items():
+            parts.append(out[key].float())
+        targets.append(y.to(device))
+    model.train(was_training)
+    outputs = {key: torch.cat(parts) for key, parts in chunks.items()}
+    weights = direction_weights.to(device) if direction_weights is not None else None
+    return float(multitask_loss(outputs, torch.cat(targets), lambdas, weights, label_smoothing).total)
+
+
 def fit_fold(
     cfg: ExperimentConfig, data: PreparedData, fold: Fold, seed: int, device: torch.device | None = None,
     resume: dict[str, Any] | None = None, on_epoch: EpochCallback | None = None,
@@ -77,12 +156,31 @@ def fit_fold(
     """Train one fold and predict its test block.
 
     ``on_epoch(epoch, state)`` receives everything needed to continue exactly where training stopped (model,
-    optimizer, LR schedule, the shuffling generator and torch's RNG); ``resume`` is such a state. A resumed fold
-    makes the same updates as an uninterrupted one, so a worker failure costs at most one epoch.
+    optimizer, LR schedule, the shuffling generator and torch's RNG, and the early-stopping rule: ``val_history``,
+    ``best_model``, ``best_val_loss``, ``best_epoch`` (0-based), ``bad_epochs``); ``resume`` is such a state. A
+    resumed fold makes the same updates and stop decision as an uninterrupted one, so a worker failure costs at most
+    one epoch. It is not called after the last epoch, nor after the one at which early stopping stops.
+
+    Early stopping (``training.early_stopping``): the latest samples of the training segment are the validation slice
+    (``split_validation``, purged from the samples trained on); training stops after ``patience`` epochs without
+    improving the validation loss and the best epoch's weights predict the test block. The scaler is still fit on the
+    whole training segment (never the test block). Heads: ``epochs_run``, ``best_epoch`` (1-based: the epoch whose
+    weights the returned model holds, the last one without validation), ``best_val_loss`` and ``val_loss_last``
+    (NaN without validation).
     """
+    from embedtune.config import CLASSICAL_MODELS
+
+    if cfg.model.type in CLASSICAL_MODELS:  # one fit, no epochs: nothing to resume or checkpoint per epoch
+        from embedtune.train.classical import fit_classical_fold
+
+        return fit_classical_fold(cfg, data, fold, seed)
     device = device or torch.device("cpu")
     window = cfg.model.window
+    tc = cfg.training
+    es = tc.early_stopping
     train = fold_train(data, fold)
+    split = split_validation(train, es.validation_fraction if es.enabled else 0.0,
+                             max(cfg.walk_forward.purge_bars, cfg.labels.horizon))
     scaler = FoldScaler.fit(data.features, data.labels, train, window)
     features = torch.from_numpy(scaler.features(data.features))
     targets = torch.from_numpy(np.nan_to_num(scaler.targets(data.labels), nan=0.0))
@@ -93,13 +191,13 @@ def fit_fold(
     def dataset_for(positions: np.ndarray) -> WindowDataset:
         return WindowDataset(features, targets, positions, window, chains, graphs)
 
-    dataset = dataset_for(train)
+    dataset = dataset_for(split.fit)
+    validate = dataset_for(split.validate) if len(split.validate) else None
     generator = seed_everything(seed)
     model = build_model(cfg.model, n_features=features.shape[1], feature_names=data.feature_names).to(device)
     pretrain_loss: list[float] = []
     if cfg.model.pretrain.enabled and resume is None:  # a resumed fold's weights already hold the pretraining
-        pretrain_loss = pretrain(cfg, data, model, dataset, train, generator, seed)
-    tc = cfg.training
+        pretrain_loss = pretrain(cfg, data, model, dataset, split.fit, generator, seed)
     learned = list(model.loss_weights.parameters()) if model.loss_weights is not None else []
     others = [p for p in model.parameters() if all(p is not q for q in learned)]
     # Learned log-variances get no weight decay: decay would pull them back to fixed unit weights. Their own learning
@@ -112,6 +210,7 @@ def fit_fold(
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs) if tc.lr_schedule == "cosine"
                 else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     history: list[float] = []
+    stopping = EarlyStopping(es.patience, es.min_delta)
     first_epoch = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -120,11 +219,15 @@ def fit_fold(
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
         history = [float(v) for v in resume["history"]]
+        stopping.load(resume)
         first_epoch = int(resume["epoch"]) + 1
     net = wrap_ddp(model, device)
     forward = torch.compile(net, backend=tc.compile_backend) if tc.compile else net
     autocast = tc.precision == "bf16" and device.type == "cuda"
     lambdas = tc.lambdas.model_dump()
+    # From the labels trained on (the same on every rank); kept on the device the losses are computed on.
+    direction_weights = (balanced_direction_weights(data.labels[split.fit, 0]).to(device)
+                         if tc.direction_class_weights == "balanced" else None)
     net.train()
     for epoch in range(first_epoch, tc.epochs):
         order = torch.randperm(len(dataset), generator=generator)
@@ -138,7 +241,7 @@ def fit_fold(
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
                 outputs = forward(move(inputs, device))
             outputs = {k: v.float() for k, v in outputs.items()}
-            losses = multitask_loss(outputs, y.to(device), lambdas)
+            losses = multitask_loss(outputs, y.to(device), lambdas, direction_weights, tc.label_smoothing)
             total = model.loss_weights(losses.parts) if model.loss_weights is not None else losses.total
             optimizer.zero_grad(set_to_none=True)
             (total * weight).backward()
@@ -148,22 +251,43 @@ def fit_fold(
             steps += 1
         schedule.step()
         history.append(epoch_loss / max(steps, 1))
-        if on_epoch is not None and epoch < tc.epochs - 1:  # the fold's own checkpoint covers the last epoch
+        stop = False
+        if validate is not None:
+            # Under DDP every rank holds the same weights and evaluates the whole (small) validation slice with the
+            # unwrapped model, unsharded and in eval mode (no DDP forward: nothing to synchronize); rank 0's loss is
+            # then broadcast, so every rank takes the same stop decision even if their floats differed.
+            loss = validation_loss(model, validate, lambdas, device, direction_weights, tc.label_smoothing)
+            stop = stopping.update(epoch, from_rank_zero(loss, device), model)
+        if on_epoch is not None and epoch < tc.epochs - 1 and not stop:  # the fold's own checkpoint covers the end
             # Live views (state_dict() tensors alias the weights): written before training goes on, never kept,
             # so no copy is paid every epoch; a caller that keeps a state must copy it.
             on_epoch(epoch, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": torch.tensor(history, dtype=torch.float64),
+                **stopping.state(),
             })
+        if stop:
+            break
 
     model = unwrap(net)
+    epochs_run = len(history)
+    best_epoch = epochs_run
+    if stopping.best_state:  # no improvement ever (every validation loss NaN): the last weights stay
+        model.load_state_dict(stopping.best_state)
+        best_epoch = stopping.best_epoch + 1
     predictions, test_embeddings, fusion = predict(model, dataset_for(fold.test), scaler, data.index, device)
-    _, train_embeddings, _ = predict(model, dataset, scaler, data.index, device)
+    # The retrieval bank is the whole training segment, validation slice included: its labels are known before the
+    # test block as well.
+    _, train_embeddings, _ = predict(model, dataset_for(train), scaler, data.index, device)
     heads = {
         **fusion,
         **head_metrics(predictions, data.labels[fold.test]),
         **embedding_quality(test_embeddings, fold.test, train_embeddings, train, data.labels, cfg.labels.horizon),
+        "epochs_run": float(epochs_run),
+        "best_epoch": float(best_epoch),
+        "best_val_loss": float(stopping.best_loss) if stopping.best_state else float("nan"),
+        "val_loss_last": stopping.history[-1] if stopping.history else float("nan"),
     }
     if model.loss_weights is not None:
         end_lambdas = model.loss_weights.effective_lambdas()

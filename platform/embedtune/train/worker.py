@@ -33,6 +33,8 @@ OOS_FILE = "oos.parquet"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
 SCALER_FILE = "scaler.npz"
+#: Where a classical baseline's fold model is saved in a checkpoint (``ClassicalModel.save``).
+CLASSICAL_DIR = "classical"
 
 
 def write_checkpoint(directory: Path, report: FoldReport, predictions: pd.DataFrame) -> None:
@@ -42,7 +44,10 @@ def write_checkpoint(directory: Path, report: FoldReport, predictions: pd.DataFr
     predictions.to_parquet(directory / PREDICTIONS_FILE)
     report.evaluation.frame.to_parquet(directory / OOS_FILE)
     (directory / METRICS_FILE).write_text(json.dumps(report.metrics, indent=1, default=float))
-    torch.save(report.outcome.model.state_dict(), directory / MODEL_FILE)
+    if isinstance(report.outcome.model, torch.nn.Module):
+        torch.save(report.outcome.model.state_dict(), directory / MODEL_FILE)
+    else:  # a classical baseline: LightGBM text models / .npz coefficients, no pickle
+        report.outcome.model.save(directory / CLASSICAL_DIR)
     if report.outcome.scaler is not None:
         scaler = report.outcome.scaler
         np.savez(directory / SCALER_FILE, mean=scaler.feature_mean, std=scaler.feature_std,

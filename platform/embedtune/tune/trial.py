@@ -21,14 +21,14 @@ TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.25
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], data: list[Any], strategy: Any,
               storage_path: str) -> None:
-    from embedtune.config import ExperimentConfig
+    from embedtune.config import CLASSICAL_MODELS, ExperimentConfig
     from embedtune.train.worker import FoldReportCallback, LocalSession, build_trainer, run_trial_folds
     from embedtune.tune.space import trial_config
 
     cfg = trial_config(ExperimentConfig.model_validate(base), params)
     trial_id = tune.get_context().get_trial_id()
     loop_config = {"config": cfg.model_dump(mode="json"), "data": data, "strategy": strategy}
-    if cfg.resources.num_workers == 0:
+    if cfg.resources.num_workers == 0 or cfg.model.type in CLASSICAL_MODELS:  # a classical model needs no workers
         run_trial_folds(loop_config, LocalSession(Path(storage_path) / f"train_{trial_id}", cfg.resources.use_gpu))
         return
     # This trial is the Train driver: Train passes the variable on to its controller (and the controller to workers).
