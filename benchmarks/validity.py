@@ -1,23 +1,27 @@
 """Validity benchmark: does selection find planted signal, and only planted signal?
 
-Run: ``.venv/bin/python benchmarks/validity.py [--seeds 11 12 13] [--phi 0.15] [--trials 6] [--quick] [--keep]``
-(~11 min on 2 busy cores; ``--quick``: one seed, 4 trials, 15 epochs, a smoke test). For each seed it runs the real CLI, ``embedtune tune --config FILE --output DIR`` (a
+Run: ``.venv/bin/python benchmarks/validity.py [--seeds 31 32 33] [--phi 0.15] [--trials 6] [--quick] [--keep]``
+(~15 min on 2 cores; ``--quick``: one seed, 4 trials, 15 epochs, a smoke test). For each seed it runs the real CLI,
+``embedtune tune --config FILE --output DIR`` (a
 subprocess, as a user would), on two SYNTHETIC markets that share that seed (the generator spawns its streams
 separately, so the shocks are the same and only the signal differs):
 
 * planted: one-bar log returns are AR(1) with ``signal_strength`` phi (``--phi``, default 0.15): momentum at
   horizon 1, the last return predicts the next bar's direction;
-* random walk: ``signal_strength 0, regimes false``: nothing to find.
+* random walk: ``signal_strength 0, regimes false``: nothing to find. It trades without costs: with them every
+  causal strategy's expected Sharpe is negative by the cost of its turnover (in an earlier run the oracle itself
+  averaged -0.36 on the random-walk holdouts), and the null test is about selection bias, not costs.
 
 Each run is one experiment (``CONFIG`` below): a small MLP on the base features (which hold the last one-bar return),
 trained on horizon-1 direction labels, traded by ``direction_threshold`` at the next bar's open, a small TPE search
 over learning rate and the direction loss weight, 3 anchored walk-forward folds, and the lockbox holdout (the last 20%
 of samples, ``walk_forward.holdout_bars: auto``) that the search never sees. From the result bundle it reads the
-search's pick (leaderboard rank 1, ``manifest.json`` ``selection``): its search Sharpe (its walk-forward OOS
+search's pick (``manifest.json`` ``selection.selected``, the best searched trial): its search Sharpe (its walk-forward OOS
 returns), its holdout Sharpe (trained once on the data before the lockbox, evaluated once on it), the deflated Sharpe
 (against the best of the N trials) and PBO. The oracle knows the planted rule: position = sign of the last one-bar
 return, decided at bar t's close and executed at t+1's open by embedtune's own backtest (``run_backtest``,
-``compute_metrics``, the run's fees and slippage) on exactly the holdout bars of the run's bundle.
+``compute_metrics``, the run's fees and slippage: ``embedtune.backtest.oracle``) on exactly the holdout bars of the
+run's bundle.
 
 Goals (issue 13): on the random walk no run declares its pick significant (deflated Sharpe < 0.95) and the mean
 holdout Sharpe of the picks is within +/-0.3 of 0; on the planted market every pick's holdout Sharpe is at least 0.7
@@ -29,7 +33,12 @@ How the config was chosen (on development seeds 1-4, never on the reported seeds
 folds of 1,000 training bars, return lags 1/2/5, 32 hidden, weight decay 1e-4, 30 epochs) learned sign(ret_1) only
 loosely (its holdout positions agreed with the oracle on ~70% of bars); one return lag, anchored folds (more
 training data), weight decay 0.1, 16 hidden and 60 epochs raised that to ~85%, and the learning-rate range was capped
-at 5e-3 (trials near 1e-2 were the least stable). Then one run on fresh seeds, reported as it came out.
+at 5e-3 (trials near 1e-2 were the least stable). That config, run once on seeds 11-13 with 3,000 bars, missed
+two goals narrowly (BENCHMARKS.md history: random-walk mean holdout Sharpe -0.43 with costs, one planted pick at 0.67
+of the oracle). Changed since, for reasons found elsewhere, not on those seeds: 5,000 bars (a 1,000-bar holdout: the
+standard error of a holdout Sharpe falls from ~0.66 to ~0.51), no costs on the random walk (above), a 16-d embedding
+(``benchmarks/learning.py``: 8 dimensions shared by four heads starved the direction head), early stopping (now a
+default). Reported on fresh seeds 31-33, as they came out.
 """
 from __future__ import annotations
 
@@ -52,7 +61,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDTUNE = Path(sys.executable).with_name("embedtune")
 FEES, SLIPPAGE = 0.0002, 0.0  # per side: 2 bp fees, no slippage
-N_BARS = 3000
+N_BARS = 5000
 SIGNIFICANT = 0.95  # a deflated Sharpe above this declares the pick significant at 5%
 NULL_BAND = 0.3  # |mean holdout Sharpe| of the random-walk picks
 ORACLE_SHARE = 0.7  # planted: pick's holdout Sharpe >= this x the oracle's
@@ -62,7 +71,7 @@ RUN_TIMEOUT_S = 900
 CONFIG: dict[str, Any] = {
     "features": {"base": {"return_lags": [1]}},  # ret_1 (the last one-bar return), rv_20, rsi_14, volume_z_20
     "labels": {"horizon": 1, "neutral_band": 0.1},
-    "model": {"type": "mlp", "window": 2, "d_model": 16, "embedding_dim": 8, "dropout": 0.0},
+    "model": {"type": "mlp", "window": 2, "d_model": 16, "embedding_dim": 16, "dropout": 0.0},
     "training": {"epochs": 60, "batch_size": 64, "learning_rate": 3e-3, "weight_decay": 0.1},
     "walk_forward": {"scheme": "anchored", "n_folds": 3, "test_bars": 400, "train_bars": None,
                      "purge_bars": 1, "embargo_bars": 1, "holdout_bars": "auto"},
@@ -93,6 +102,8 @@ def run_config(market: str, seed: int, phi: float, trials: int, epochs: int, n_b
     raw["data"] = {"source": "synthetic", "synthetic": {"n_bars": n_bars, "seed": seed, "regimes": False,
                                                         "signal_strength": phi if market == "planted" else 0.0}}
     raw["training"]["epochs"] = epochs
+    if market == "random_walk":  # the null: no costs, so any causal strategy's expected Sharpe is exactly 0
+        raw["strategy"].update(fees=0.0, slippage=0.0)
     raw["search"]["num_samples"] = trials
     raw["search"]["n_startup_trials"] = min(raw["search"]["n_startup_trials"], trials)
     raw["search"]["max_concurrent"] = min(raw["search"]["max_concurrent"], trials)
@@ -123,33 +134,27 @@ def run_cli(config: dict[str, Any], out: Path) -> tuple[float, Path]:
 
 
 def oracle(config: dict[str, Any], index: pd.DatetimeIndex) -> tuple[float, pd.Series, float]:
-    """Sign of the last one-bar return, decided at each close of ``index`` and filled at the next open, backtested
-    by embedtune on exactly those bars with the run's costs: its Sharpe, its targets and the bars per year."""
-    from embedtune.backtest.metrics import compute_metrics, periods_per_year
-    from embedtune.backtest.portfolio import run_backtest
+    """Sign of the last one-bar return (``embedtune.backtest.oracle``) on exactly the bars of ``index`` with the
+    run's costs: its Sharpe, its targets and the bars per year."""
+    from embedtune.backtest.metrics import periods_per_year
+    from embedtune.backtest.oracle import oracle_metrics, sign_of_last_return
     from embedtune.config import parse_config
     from embedtune.data.sources import load_market
 
     cfg = parse_config(config)
-    market = load_market(cfg.data)
-    close = market.bars["close"]
-    target = np.sign(np.log(close).diff()).loc[index]
-    bars = market.bars.loc[index[0]: index[-1]]
-    if len(bars) != len(index):
-        raise RuntimeError("holdout frame is not a contiguous span of the market's bars")
-    result = run_backtest(bars, target, fees=cfg.strategy.fees, slippage=cfg.strategy.slippage)
-    ppy = periods_per_year(market.bars.index)  # as PreparedData.periods_per_year
-    return compute_metrics(result, ppy)["sharpe"], target, ppy
+    bars = load_market(cfg.data).bars
+    ppy = periods_per_year(bars.index)  # as PreparedData.periods_per_year
+    metrics = oracle_metrics(bars, index, cfg.strategy.fees, cfg.strategy.slippage, ppy)
+    return metrics["sharpe"], sign_of_last_return(bars["close"]).loc[index], ppy
 
 
 def read_run(config: dict[str, Any], bundle: Path) -> dict[str, Any]:
     manifest = json.loads((bundle / "manifest.json").read_text())
     board = pd.read_csv(bundle / "leaderboard.csv")
     selection, holdout = manifest["selection"], manifest["holdout"]
-    pick = board[board["rank"] == 1].iloc[0]
-    trial = str(pick["trial"])
-    if selection.get("selected") != trial:
-        raise RuntimeError(f"leaderboard rank 1 is {trial}, manifest selection says {selection.get('selected')}")
+    # The search's pick: the best searched trial (baseline rows, ranked with the others, are never picked).
+    trial = str(selection["selected"])
+    pick = board[board["trial"] == trial].iloc[0]
     frame = pd.read_parquet(bundle / "trials" / f"{trial}_holdout.parquet")
     oracle_sr, target, ppy = oracle(config, pd.DatetimeIndex(frame.index))
     returns = frame["strategy_return"].fillna(0.0)
@@ -184,7 +189,7 @@ def fmt(value: float, digits: int = 2) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[31, 32, 33])
     parser.add_argument("--phi", type=float, default=0.15)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=CONFIG["training"]["epochs"])
@@ -232,10 +237,13 @@ def report(rows: list[dict[str, Any]], crashed: list[str], args: argparse.Namesp
           f"bars, regimes off): planted = AR(1) phi {args.phi:g} in one-bar log returns, random walk = phi 0; the "
           "same market seed for both")
     print(f"per run: {args.trials} TPE trials (learning rate 5e-4..5e-3, direction loss weight 0.3..10), MLP "
-          f"(16 hidden, weight decay 0.1) on the base features (ret_1, rv_20, rsi_14, volume_z_20), horizon-1 "
+          f"(16 hidden, 16-d embedding, weight decay 0.1, early stopping) on the base features (ret_1, rv_20, rsi_14, "
+          f"volume_z_20), horizon-1 "
           f"labels (neutral band 0.1), {args.epochs} epochs, 3 anchored folds x 400 bars (purge 1, embargo 1), "
           f"direction_threshold 0.0, fees {FEES * 1e4:g} bp + slippage {SLIPPAGE * 1e4:g} bp per "
-          "side, next-open fills; lockbox = last 20% of samples, opened once for the pick")
+          "side on the planted market, no costs on the random walk (so the null's expected Sharpe is exactly 0), "
+          "next-open fills; the default classical baselines (linear, LightGBM) and top-3 ensemble row in every "
+          "run's ledger; lockbox = last 20% of samples, opened once for the pick and those rows")
     print()
     header = (f"{'market':<12} {'seed':>4} {'pick':>5} {'search SR':>9} {'holdout SR':>10} {'oracle SR':>9} "
               f"{'pick/oracle':>11} {'deflated SR':>11} {'PBO':>5} {'agree':>6} {'expo':>5} {'lr':>7} {'lam_dir':>7} "

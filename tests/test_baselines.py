@@ -3,6 +3,7 @@ scikit-learn, LightGBM): same folds, strategy, costs, holdout and ledger as the 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -56,6 +57,11 @@ def test_every_baseline_and_the_ensemble_is_a_ranked_row_with_holdout_numbers(ex
     for name in ("linear", "lightgbm", "ensemble_top2"):
         assert any(name in line and "on the holdout the search's pick" in line for line in md.splitlines())
     assert "baselines linear, lightgbm: the latest bar's" in md
+    # The HTML report's header says the same, one verdict per baseline row evaluated on the holdout.
+    verdicts = re.findall(r"on the holdout the search&#x27;s pick (t\d+) (?:beats|does not beat) [^<]*? (\w+): sharpe",
+                          (result.run_dir / "report.html").read_text())
+    assert sorted(name for _, name in verdicts) == ["ensemble_top2", "lightgbm", "linear"]
+    assert {pick for pick, _ in verdicts} == {tuned[0]}
     # Per-fold training diagnostics of every trial, the majority-class share behind the `collapsed` flag.
     for trial in ("t000", "linear", "lightgbm"):
         assert [f["fold"] for f in manifest["trials"][trial]["training"]] == [0, 1, 2]

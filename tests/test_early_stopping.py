@@ -19,6 +19,7 @@ from embedtune.config import ExperimentConfig, parse_config
 from embedtune.data.synthetic_market import generate_market
 from embedtune.dataset import PreparedData, prepare
 from embedtune.evaluation import head_metrics
+from embedtune.leaderboard.records import COLLAPSED_SHARE, trial_flags
 from embedtune.models.heads import multitask_loss
 from embedtune.train.data import WindowDataset
 from embedtune.train.loop import PREDICTION_COLUMNS, EarlyStopping, FoldOutcome, fit_fold, fold_train
@@ -306,3 +307,10 @@ def test_direction_majority_share_is_the_share_of_the_most_predicted_class() -> 
     constant = frame.copy()
     constant[["p_down", "p_neutral", "p_up"]] = [0.2, 0.5, 0.3]
     assert head_metrics(constant, labels)["direction_majority_share"] == 1.0
+
+
+def test_a_head_above_the_collapse_share_is_flagged_collapsed_next_to_beta() -> None:
+    assert trial_flags({"direction_majority_share": COLLAPSED_SHARE + 0.01}) == "collapsed"
+    assert trial_flags({"direction_majority_share": COLLAPSED_SHARE}) == ""  # at the line: not above it
+    assert trial_flags({"direction_majority_share": 1.0, "benchmark_correlation": 0.99}) == "beta,collapsed"
+    assert trial_flags({}) == ""  # a row without the metric (e.g. a trial that never predicted) is not flagged

@@ -25,6 +25,9 @@ def config(tmp_path: Path, num_workers: int) -> Path:
     raw = yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text())
     raw["name"] = "faulty"
     raw["training"]["epochs"] = 6
+    # Every epoch runs (the kill needs epoch checkpoints inside fold 1 to aim at), while the early-stopping state
+    # (validation history, best weights) still travels through every epoch checkpoint and the resume.
+    raw["training"]["early_stopping"] = {"patience": 10}
     raw["search"].update(num_samples=1, max_concurrent=1, n_startup_trials=1)
     raw["resources"].update(num_workers=num_workers, trial_cpus=0.01)
     path = tmp_path / f"faulty{num_workers}.yaml"

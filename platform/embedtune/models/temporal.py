@@ -42,6 +42,11 @@ class TemporalTransformerEncoder(nn.Module):
         # Direct path from the latest observation: the most recent bar often carries most of the signal, and a
         # linear route to it keeps a small-data model from having to rediscover that through attention.
         self.latest = nn.Linear(n_features, embedding_dim)
+        # The transformer branch starts at zero (its output projection), so a fresh encoder is that linear path
+        # alone and the attention branch grows only as far as training (and early stopping) find it useful: on a
+        # planted momentum this made the recovered signal far less seed-dependent (README, "Models that learn").
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.input(x) + self.position[:, -x.shape[1]:]
