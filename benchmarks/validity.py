@@ -1,7 +1,7 @@
 """Validity benchmark: does selection find planted signal, and only planted signal?
 
-Run: ``.venv/bin/python benchmarks/validity.py [--seeds 31 32 33] [--phi 0.15] [--trials 6] [--quick] [--keep]``
-(~15 min on 2 cores; ``--quick``: one seed, 4 trials, 15 epochs, a smoke test). For each seed it runs the real CLI,
+Run: ``.venv/bin/python benchmarks/validity.py [--seeds 41 42 43] [--phi 0.15] [--trials 6] [--quick] [--keep]``
+(~20 min on 2 cores; ``--quick``: one seed, 4 trials, 15 epochs, a smoke test). For each seed it runs the real CLI,
 ``embedtune tune --config FILE --output DIR`` (a
 subprocess, as a user would), on two SYNTHETIC markets that share that seed (the generator spawns its streams
 separately, so the shocks are the same and only the signal differs):
@@ -34,11 +34,16 @@ folds of 1,000 training bars, return lags 1/2/5, 32 hidden, weight decay 1e-4, 3
 loosely (its holdout positions agreed with the oracle on ~70% of bars); one return lag, anchored folds (more
 training data), weight decay 0.1, 16 hidden and 60 epochs raised that to ~85%, and the learning-rate range was capped
 at 5e-3 (trials near 1e-2 were the least stable). That config, run once on seeds 11-13 with 3,000 bars, missed
-two goals narrowly (BENCHMARKS.md history: random-walk mean holdout Sharpe -0.43 with costs, one planted pick at 0.67
-of the oracle). Changed since, for reasons found elsewhere, not on those seeds: 5,000 bars (a 1,000-bar holdout: the
-standard error of a holdout Sharpe falls from ~0.66 to ~0.51), no costs on the random walk (above), a 16-d embedding
-(``benchmarks/learning.py``: 8 dimensions shared by four heads starved the direction head), early stopping (now a
-default). Reported on fresh seeds 31-33, as they came out.
+two goals narrowly (random-walk mean holdout Sharpe -0.43 with costs, one planted pick at 0.67 of the oracle).
+Changed then, for reasons found elsewhere, not on those seeds: 5,000 bars, no costs on the random walk (above), a 16-d
+embedding (``benchmarks/learning.py``: 8 dimensions shared by four heads starved the direction head) and early
+stopping (a new default). Run once on seeds 31-33, that missed the same two goals (random walk -0.42, -1.12 and
++0.28, mean -0.42; planted 0.47 and 0.57 of the oracle, 1.53 once). Each miss is within about two standard errors
+of its measurement: with a 996-bar holdout one Sharpe has a standard error of ~0.51, a mean of three ~0.30, so an
+unbiased protocol fails the +/-0.3 band about a third of the time, and the pick/oracle ratio moves by ~0.25 between
+holdouts. So the measurement was made large enough to test what the goals ask: 15,000 bars (a
+3,000-bar lockbox: ~0.30 per Sharpe, ~0.17 for a mean of three) and 3 folds of 1,000 search bars. Reported on fresh
+seeds 41-43, as they came out; BENCHMARKS.md keeps the earlier runs.
 """
 from __future__ import annotations
 
@@ -61,7 +66,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDTUNE = Path(sys.executable).with_name("embedtune")
 FEES, SLIPPAGE = 0.0002, 0.0  # per side: 2 bp fees, no slippage
-N_BARS = 5000
+N_BARS = 15000
+TEST_BARS = 1000  # per walk-forward fold: 3 x 1,000 search bars
 SIGNIFICANT = 0.95  # a deflated Sharpe above this declares the pick significant at 5%
 NULL_BAND = 0.3  # |mean holdout Sharpe| of the random-walk picks
 ORACLE_SHARE = 0.7  # planted: pick's holdout Sharpe >= this x the oracle's
@@ -73,7 +79,7 @@ CONFIG: dict[str, Any] = {
     "labels": {"horizon": 1, "neutral_band": 0.1},
     "model": {"type": "mlp", "window": 2, "d_model": 16, "embedding_dim": 16, "dropout": 0.0},
     "training": {"epochs": 60, "batch_size": 64, "learning_rate": 3e-3, "weight_decay": 0.1},
-    "walk_forward": {"scheme": "anchored", "n_folds": 3, "test_bars": 400, "train_bars": None,
+    "walk_forward": {"scheme": "anchored", "n_folds": 3, "test_bars": TEST_BARS, "train_bars": None,
                      "purge_bars": 1, "embargo_bars": 1, "holdout_bars": "auto"},
     "strategy": {"name": "direction_threshold", "params": {"threshold": 0.0}, "fees": FEES, "slippage": SLIPPAGE},
     "objective": {"metric": "sharpe"},
@@ -189,7 +195,7 @@ def fmt(value: float, digits: int = 2) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[31, 32, 33])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[41, 42, 43])
     parser.add_argument("--phi", type=float, default=0.15)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=CONFIG["training"]["epochs"])
@@ -239,7 +245,7 @@ def report(rows: list[dict[str, Any]], crashed: list[str], args: argparse.Namesp
     print(f"per run: {args.trials} TPE trials (learning rate 5e-4..5e-3, direction loss weight 0.3..10), MLP "
           f"(16 hidden, 16-d embedding, weight decay 0.1, early stopping) on the base features (ret_1, rv_20, rsi_14, "
           f"volume_z_20), horizon-1 "
-          f"labels (neutral band 0.1), {args.epochs} epochs, 3 anchored folds x 400 bars (purge 1, embargo 1), "
+          f"labels (neutral band 0.1), {args.epochs} epochs, 3 anchored folds x {TEST_BARS:,} bars (purge 1, embargo 1), "
           f"direction_threshold 0.0, fees {FEES * 1e4:g} bp + slippage {SLIPPAGE * 1e4:g} bp per "
           "side on the planted market, no costs on the random walk (so the null's expected Sharpe is exactly 0), "
           "next-open fills; the default classical baselines (linear, LightGBM) and top-3 ensemble row in every "
@@ -262,7 +268,7 @@ def report(rows: list[dict[str, Any]], crashed: list[str], args: argparse.Namesp
         se = rows[0]["sharpe_se"]
         print(f"  SR = annualized Sharpe (A = 261 bars/year); a {rows[0]['holdout_bars']}-bar holdout Sharpe has a "
               f"standard error of ~{se:.2f} (sqrt(A/n)), a mean of 3 ~{se / math.sqrt(3):.2f}; search SR = the pick's "
-              "walk-forward OOS Sharpe (3 x 400 bars, what the search ranked on)")
+              f"walk-forward OOS Sharpe (3 x {TEST_BARS:,} bars, what the search ranked on)")
         print(f"  holdout = the last {rows[0]['holdout_bars']} bars ({rows[0]['holdout_start'][:10]} .. "
               f"{rows[0]['holdout_end'][:10]}), opened once (manifest holdout.touched = "
               f"{max(r['touched'] for r in rows)}); agree = share of the pick's holdout bars in a position whose side "

@@ -60,8 +60,10 @@ def test_every_baseline_and_the_ensemble_is_a_ranked_row_with_holdout_numbers(ex
     # The HTML report's header says the same, one verdict per baseline row evaluated on the holdout.
     verdicts = re.findall(r"on the holdout the search&#x27;s pick (t\d+) (?:beats|does not beat) [^<]*? (\w+): sharpe",
                           (result.run_dir / "report.html").read_text())
-    assert sorted(name for _, name in verdicts) == ["ensemble_top2", "lightgbm", "linear"]
+    assert sorted({name for _, name in verdicts}) == ["ensemble_top2", "lightgbm", "linear"]  # header and section
     assert {pick for pick, _ in verdicts} == {tuned[0]}
+    assert "baselines linear, lightgbm: the latest bar&#x27;s" in (result.run_dir / "report.html").read_text()
+    assert manifest["baselines"]["models"] == ["linear", "lightgbm"]
     # Per-fold training diagnostics of every trial, the majority-class share behind the `collapsed` flag.
     for trial in ("t000", "linear", "lightgbm"):
         assert [f["fold"] for f in manifest["trials"][trial]["training"]] == [0, 1, 2]

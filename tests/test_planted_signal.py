@@ -1,8 +1,9 @@
 """Ground truth: the pipeline finds a planted signal out of sample and finds nothing in a pure random walk.
 
 The synthetic market plants AR(1) momentum in one-bar log returns (phi = 0.3, no regimes); the random walk has
-phi = 0. Same seeds, same config, same model; only the data differ. Thresholds: the planted market's out-of-sample
-Sharpe must exceed 1.0 and the random walk's must stay below 0.75 (its sampling s.d. over 750 OOS bars is ~0.6).
+phi = 0. Same seeds, same config, same model; only the data differ. Three market seeds: every planted market's
+out-of-sample Sharpe must exceed 1.0, and the random walks' mean must stay below 0.75 (one random walk's sampling s.d.
+over 750 OOS bars is ~0.6, a mean of three ~0.35).
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from embedtune.strategy import load_strategy
 from embedtune.train.loop import run_folds
 
 
-def oos_sharpe(signal_strength: float) -> tuple[float, float]:
+def oos_sharpe(signal_strength: float, seed: int = 5) -> tuple[float, float]:
     cfg: ExperimentConfig = load_config("tests/configs/temporal.yaml").with_overrides({
         "data.source": "synthetic",
         "data.synthetic.n_bars": 1800,
-        "data.synthetic.seed": 5,
+        "data.synthetic.seed": seed,
         "data.synthetic.signal_strength": signal_strength,
         "data.synthetic.regimes": False,
         "labels.horizon": 1,
@@ -48,8 +49,10 @@ def oos_sharpe(signal_strength: float) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_planted_signal_is_found_and_random_walk_is_not() -> None:
-    planted, planted_hits = oos_sharpe(0.3)
-    random_walk, _ = oos_sharpe(0.0)
-    assert planted > 1.0, planted
-    assert random_walk < 0.75, random_walk
-    assert planted - random_walk > 1.0
+    seeds = (5, 6, 7)
+    planted = [oos_sharpe(0.3, seed)[0] for seed in seeds]
+    random_walk = [oos_sharpe(0.0, seed)[0] for seed in seeds]
+    assert min(planted) > 1.0, planted
+    # One random walk's Sharpe over 750 OOS bars has a sampling s.d. of ~0.6; the mean of three, ~0.35.
+    assert sum(random_walk) / len(seeds) < 0.75, random_walk
+    assert (sum(planted) - sum(random_walk)) / len(seeds) > 1.0

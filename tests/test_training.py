@@ -1,6 +1,8 @@
 """The training loop in-process: deterministic, every parameter learns, lambdas weight the heads."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 
 import numpy as np
@@ -40,6 +42,35 @@ def test_same_seed_same_predictions(small) -> None:
     assert list(a.predictions.index) == list(data.index[data.folds[0].test])
 
 
+def missing_gradients_after_one_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor]) -> list[str]:
+    """Parameters without a gradient at the second step. The temporal encoder's transformer branch starts at zero
+    (its output projection), so at the first step only that projection gets a gradient from it; one SGD step later
+    the gradient must reach every parameter."""
+    loss().backward()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.grad is not None:
+                param -= 0.01 * param.grad
+    model.zero_grad(set_to_none=True)
+    loss().backward()
+    return [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+
+
+def test_a_fresh_temporal_encoder_is_its_linear_latest_bar_path() -> None:
+    """Zero-initialised transformer branch: before training, the embedding is exactly ``latest(x[:, -1])``, and the
+    attention branch still receives a gradient through the projection."""
+    cfg = load_config("tests/configs/temporal.yaml").model
+    torch.manual_seed(0)
+    model = build_model(cfg, n_features=6)
+    encoder = model.sources["temporal"].encoder
+    x = torch.randn(8, cfg.window, 6)
+    embedding, _ = encoder(x)
+    torch.testing.assert_close(embedding, encoder.latest(x[:, -1]), rtol=0, atol=0)
+    embedding.pow(2).sum().backward()
+    assert encoder.project.weight.grad.abs().sum() > 0
+    assert encoder.input.weight.grad is None or float(encoder.input.weight.grad.abs().sum()) == 0.0
+
+
 def test_gradients_reach_every_parameter_and_lambda_zero_silences_a_head() -> None:
     cfg = load_config("tests/configs/temporal.yaml").model
     torch.manual_seed(0)
@@ -47,8 +78,8 @@ def test_gradients_reach_every_parameter_and_lambda_zero_silences_a_head() -> No
     x = torch.randn(8, cfg.window, 6)
     y = torch.stack([torch.randint(0, 3, (8,)).float(), torch.randn(8), torch.randn(8),
                      torch.randint(0, 5, (8,)).float()], dim=1)
-    multitask_loss(model({"window": x}), y, {"direction": 1, "volatility": 1, "volume": 1, "regime": 1}).total.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = missing_gradients_after_one_step(model, lambda: multitask_loss(
+        model({"window": x}), y, {"direction": 1, "volatility": 1, "volume": 1, "regime": 1}).total)
     assert missing == []
     model.zero_grad(set_to_none=True)
     multitask_loss(model({"window": x}), y, {"direction": 1, "volatility": 1, "volume": 1, "regime": 0}).total.backward()
@@ -90,9 +121,8 @@ def test_every_ensemble_parameter_learns_and_fusion_weights_are_returned() -> No
     model = build_model(cfg.model, features.shape[1], data.feature_names)
     inputs, y = dataset.batch(torch.arange(48))
     out = model(inputs)
-    parts = multitask_loss(out, y, cfg.training.lambdas.model_dump()).parts
-    model.loss_weights(parts).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = missing_gradients_after_one_step(model, lambda: model.loss_weights(
+        multitask_loss(model(inputs), y, cfg.training.lambdas.model_dump()).parts))
     assert missing == []
     weights = torch.stack([out[f"fusion_{s}"] for s in cfg.model.sources], dim=1)
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(48))

@@ -30,8 +30,7 @@ from embedtune.leaderboard.store import LeaderboardStore
 from embedtune.report.html import write_html_report
 from embedtune.holdout import HOLDOUT_FILE, attach, choose, evaluate_holdout, holdout_span, read_holdout_frames
 from embedtune.leaderboard.ledger import holdout_lines, ledger_checks, ledger_line
-from embedtune.leaderboard.records import (BETA_CORRELATION, COLLAPSED_SHARE, TrialRecord, ranked_table,
-                                           to_markdown)
+from embedtune.leaderboard.records import FLAGS_LEGEND, TrialRecord, ranked_table, to_markdown
 from embedtune.runtime import ensure_ray, git_commit
 from embedtune.storage import StorageGuard, probe_dir, probe_file, sqlite_file, storage_error
 from embedtune.strategy import Strategy, load_strategy
@@ -318,6 +317,9 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
                       "targets": cfg.objective.targets, "constraints": cfg.objective.constraints.active()},
         "selection": selection,
         "holdout": holdout_section(storage, data),
+        # What the classical baselines could read, said wherever they are compared (Markdown and HTML headers).
+        "baselines": {"models": list(cfg.search.baselines), "inputs": baselines_line(cfg, data)}
+        if cfg.search.baselines else {},
         "git_commit": git_commit(), "ray_storage": str(storage), "seconds": round(seconds, 1),
         "trials": {r.trial_id: {"status": r.status, "error": r.error, **r.extra} for r in records},
     }
@@ -383,9 +385,8 @@ def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFra
         f"- config hash `{cfg.config_hash}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
         f"- {ledger_line(manifest.get('selection') or {})}",
         *(f"- {line}" for line in holdout_lines(manifest, table)),
-        *([f"- {baselines_line(cfg, data)}"] if cfg.search.baselines else []),
-        f"- flags: `beta` = out-of-sample returns correlate above {BETA_CORRELATION} with buy-and-hold; `collapsed` "
-        f"= the direction head predicted one class on more than {COLLAPSED_SHARE:.0%} of the out-of-sample bars",
+        *([f"- {manifest['baselines']['inputs']}"] if manifest.get("baselines") else []),
+        f"- {FLAGS_LEGEND}",
         "", "![equity](equity.png)", "", to_markdown(table), "",
     ]
     return "\n".join(lines)

@@ -24,6 +24,12 @@ BETA_CORRELATION = 0.9
 COLLAPSED_SHARE = 0.95
 
 
+#: What each flag means, said under every table that shows them (Markdown and HTML headers).
+FLAGS_LEGEND = (f"flags: `beta` = out-of-sample returns correlate above {BETA_CORRELATION} with buy-and-hold "
+                f"(`holdout_beta`: on the lockbox); `collapsed` = the direction head predicted one class on more than "
+                f"{COLLAPSED_SHARE:.0%} of the out-of-sample bars")
+
+
 def trial_flags(metrics: dict[str, float]) -> str:
     """Warnings a reader must see next to a trial's numbers, comma-separated (empty when none)."""
     flags = []

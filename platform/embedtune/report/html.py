@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 
 from embedtune.leaderboard.bundle import Bundle, read_bundle
 from embedtune.leaderboard.ledger import holdout_lines, ledger_line
+from embedtune.leaderboard.records import FLAGS_LEGEND
 from embedtune.report import analysis, figures
 
 CHART_IDS = ("chart-equity", "chart-underwater", "chart-pareto", "chart-importance", "chart-fold-sharpe",
@@ -234,6 +235,9 @@ def _header(bundle: Bundle) -> str:
     if "n_trials" in selection:
         facts.append(ledger_line(selection))
     facts += holdout_lines(bundle.manifest, bundle.table)
+    if (bundle.manifest.get("baselines") or {}).get("inputs"):
+        facts.append(bundle.manifest["baselines"]["inputs"])
+    facts.append(FLAGS_LEGEND.replace("`", ""))
     description = f"<p>{escape(bundle.description)}</p>" if bundle.description else ""
     return (f"<h1>Experiment report: {escape(bundle.experiment)}</h1>{banner}{description}"
             f'<div class="meta">{"<br>".join(escape(f) for f in facts)}</div>')
