@@ -35,8 +35,9 @@ def oos_frame(index: pd.DatetimeIndex, rng: np.random.Generator, drift: float, r
 def make_bundle(root: Path, *, experiment: str = "demo", run_id: str = "20260105-093000-abcdef12",
                 synthetic: bool = False, strategy: str = "direction_threshold", description: str = "",
                 n_trials: int = 5, n_folds: int = 3, seed: int = 0, regime: bool = False,
-                text_param: str | None = None) -> Path:
-    """A bundle of ``n_trials`` trials: all but the last two done, then one stopped after a fold and one error."""
+                text_param: str | None = None, baseline_row: bool = False) -> Path:
+    """A bundle of ``n_trials`` trials: all but the last two done, then one stopped after a fold and one error;
+    ``baseline_row``: one more finished row, a baseline with learned loss weights (no searched lambdas)."""
     rng = np.random.default_rng(seed)
     index = pd.bdate_range("2021-01-04", periods=BARS_PER_FOLD * (n_folds + 4))
     test_index = index[-BARS_PER_FOLD * n_folds:]
@@ -67,6 +68,14 @@ def make_bundle(root: Path, *, experiment: str = "demo", run_id: str = "20260105
         records.append(TrialRecord(trial_id=f"t{number:03d}", status=status, params=params, metrics=metrics,
                                    folds_done=folds, config_hash=f"{seed:04d}{number:012d}", oos=oos,
                                    error="RuntimeError: boom" if status == "error" else None))
+    if baseline_row:
+        oos = oos_frame(test_index, rng, drift=0.1, regime=regime)
+        stats = period_stats(oos["strategy_return"], oos["benchmark_return"], ANNUALIZATION)
+        records.append(TrialRecord(
+            trial_id="u000", status="done", params={"training.learning_rate": records[0].params["training.learning_rate"]},
+            metrics={"sharpe": stats["sharpe"], "max_drawdown": stats["max_drawdown"],
+                     "total_return": stats["total_return"], "objective_sharpe": stats["sharpe"]},
+            folds_done=n_folds, config_hash=f"{seed:04d}{999:012d}", oos=oos, baseline="uncertainty"))
     table = ranked_table(records, ["sharpe"], "0123456789abcdef", "00000000deadbeef")
 
     bundle = root / experiment.replace("/", "_") / run_id

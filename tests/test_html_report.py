@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedtune.report.analysis import monthly_returns, pareto_front, underwater
+from embedtune.leaderboard.bundle import read_bundle
+from embedtune.report.analysis import monthly_returns, param_importance, pareto_front, underwater
 from embedtune.report.html import BANNER_ID, CHART_IDS, write_html_report
 from leaderboard_bundles import make_bundle
 
@@ -64,6 +65,19 @@ def test_notes_replace_charts_that_cannot_be_drawn(tmp_path: Path) -> None:
 def test_regime_breakdown_when_oos_carries_regime(tmp_path: Path) -> None:
     page = _report(tmp_path, regime=True)
     assert "<h3>per regime</h3>" in page and "per year" not in page
+
+
+def test_importance_leaves_baseline_rows_out(tmp_path: Path) -> None:
+    """A baseline row has no searched lambdas: it must not blank out the importance of the searched values. Against
+    the same bundle without it: the importances are the same numbers."""
+    with_baseline = read_bundle(make_bundle(tmp_path / "a", n_trials=8, seed=3, baseline_row=True))
+    plain = read_bundle(make_bundle(tmp_path / "b", n_trials=8, seed=3))
+    assert "u000" in set(with_baseline.table["trial"]) and with_baseline.table.loc[
+        with_baseline.table["trial"] == "u000", "lambdas.direction"].isna().all()
+    importances, reason = param_importance(with_baseline)
+    assert reason is None and set(importances) == {"lambdas.direction", "learning_rate"}
+    assert importances == pytest.approx(param_importance(plain)[0], rel=1e-12)
+    assert sum(importances.values()) == pytest.approx(1.0)
 
 
 def test_analysis_helpers() -> None:

@@ -96,14 +96,25 @@ def _param_value(value: Any, dist: optuna.distributions.BaseDistribution) -> Any
     return value.item() if isinstance(value, np.generic) else value
 
 
+def searched(bundle: Bundle) -> pd.DataFrame:
+    """Completed trials of the search itself: baseline rows (uncertainty weighting, linear, LightGBM, the top-k
+    average) were not proposed by the sampler and lack searched values (a baseline's lambdas are learned, a
+    classical model has none), so they would blank out every parameter they lack."""
+    done = completed(bundle)
+    if "baseline" not in done.columns:
+        return done
+    return done[done["baseline"].fillna("").astype(str) == ""]
+
+
 def param_importance(bundle: Bundle) -> tuple[dict[str, float], str | None]:
-    """fANOVA importance of each varying parameter for the objective, from a study rebuilt out of the trials.
+    """fANOVA importance of each varying parameter for the objective, from a study rebuilt out of the searched
+    trials (``searched``: baseline rows excluded).
 
     Returns the importances (empty when skipped) and, when skipped, the reason to show instead of a chart.
     """
-    done = completed(bundle)
+    done = searched(bundle)
     if len(done) < 3:
-        return {}, f"Parameter importance needs at least 3 completed trials; this run has {len(done)}."
+        return {}, f"Parameter importance needs at least 3 completed searched trials; this run has {len(done)}."
     space = {key.removeprefix("training."): spec for key, spec in bundle.search_space.items()}
     dists: dict[str, optuna.distributions.BaseDistribution] = {}
     for column in bundle.param_columns:
@@ -111,7 +122,7 @@ def param_importance(bundle: Bundle) -> tuple[dict[str, float], str | None]:
         if values.notna().all() and values.nunique() >= 2:
             dists[column] = _distribution(values, space.get(column))
     if not any(not isinstance(d, optuna.distributions.CategoricalDistribution) for d in dists.values()):
-        return {}, "Parameter importance skipped: no numeric parameter varies across the completed trials."
+        return {}, "Parameter importance skipped: no numeric parameter varies across the completed searched trials."
     metric, mode = bundle.objective
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -136,7 +136,8 @@ def _section_importance(bundle: Bundle, charts: _Charts) -> Section:
         return Section("importance", title, _note(reason, "importance"))
     metric, mode = bundle.objective
     body = charts.div(figures.importance_figure(importances), "chart-importance")
-    body += _note(f"fANOVA (Optuna, seed 0) over {len(analysis.completed(bundle))} completed trials, objective "
+    body += _note(f"fANOVA (Optuna, seed 0) over {len(analysis.searched(bundle))} completed searched trials (baseline "
+                  "rows left out), objective "
                   f"{mode} {metric}; with few trials these numbers are rough.", "importance")
     return Section("importance", title, body)
 
