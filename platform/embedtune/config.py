@@ -57,6 +57,9 @@ class DataConfig(Strict):
     #: date-only option-chain timestamp becomes visible (end-of-day vendor files). Required when such chains meet
     #: intraday bars: a date alone would make the chain visible at midnight, before its quotes existed.
     chain_time: str | None = None
+    #: The price the bars are traded and featurized at: ``close`` as written, or ``adj_close`` (a column of the bar
+    #: file, e.g. ``Adj Close``): open, high, low and close are rescaled by adj_close / close bar by bar.
+    price: Literal["close", "adj_close"] = "close"
 
     @field_validator("chain_time")
     @classmethod

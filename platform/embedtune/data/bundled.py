@@ -30,15 +30,15 @@ class UnknownBundledDataError(EmbedtuneError, KeyError):
         return str(self.args[0])
 
 
-def load_bundled(name: str) -> MarketData:
-    """Load one bundled dataset as real (``synthetic=False``) market data."""
+def load_bundled(name: str, price: str = "close") -> MarketData:
+    """Load one bundled dataset as real (``synthetic=False``) market data (``price``: see ``load_bars``)."""
     if name not in BUNDLED:
         raise UnknownBundledDataError(
             f"unknown bundled dataset '{name}'; available: {', '.join(sorted(BUNDLED))}"
         )
     resource = files("embedtune.data").joinpath("bundled", BUNDLED[name])
     with as_file(resource) as path:
-        bars = load_bars(path)
+        bars = load_bars(path, price)
     return MarketData(
         name=name, bars=bars, source=f"bundled:{name}", synthetic=False,
         notes={"origin": _ORIGINS[name], "file": BUNDLED[name]},

@@ -25,7 +25,9 @@ from embedtune.data.validate import (
     Source,
     as_text,
     check_bars,
+    check_bound,
     check_chain,
+    check_finite,
     fmt,
     parse_numbers,
     parse_timestamps,
@@ -86,6 +88,20 @@ def _read_parquet(path: Path, source: Source) -> pd.DataFrame:
     return frame
 
 
+def normalize_column(name: object) -> str:
+    """Column names are matched case-insensitively, with spaces and hyphens as underscores: ``Adj Close`` from a
+    spreadsheet or vendor export is ``adj_close``."""
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+#: Accepted names of the bar time column, in order of preference (``Date`` and ``Datetime`` are what common tools
+#: export); errors name the column the file has.
+TIMESTAMP_COLUMNS: tuple[str, ...] = ("timestamp", "datetime", "date")
+#: ``data.price``: which column is the price. ``adj_close`` rescales open, high, low and close by adj_close / close
+#: bar by bar (splits and dividends), so returns and ranges are the adjusted series'; volume stays as traded.
+PRICES: tuple[str, ...] = ("close", "adj_close")
+
+
 def read_table(path: str | os.PathLike[str]) -> RawTable:
     """Read a CSV/CSV.gz (all cells as text) or Parquet file without interpreting any values."""
     file = Path(path)
@@ -94,7 +110,7 @@ def read_table(path: str | os.PathLike[str]) -> RawTable:
         raise source.error("file not found" if not file.exists() else "not a regular file")
     frame = _read_csv(file, source) if source.is_csv else _read_parquet(file, source)
     frame = frame.reset_index(drop=True)
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    frame.columns = [normalize_column(c) for c in frame.columns]
     duplicated = frame.columns[frame.columns.duplicated()]
     if len(duplicated):
         raise source.error(f"duplicate column '{duplicated[0]}'", column=str(duplicated[0]))
@@ -110,15 +126,35 @@ def _quote_columns(columns: pd.Index) -> list[str]:
     return required
 
 
-def bars_from_table(table: RawTable) -> pd.DataFrame:
-    """Validate raw bar cells; float64 columns ``open..volume`` (+ quotes), ``DatetimeIndex`` 'timestamp'."""
+def _time_column(columns: pd.Index) -> str:
+    """The bar time column: the first of ``TIMESTAMP_COLUMNS`` the file has (``timestamp`` when it has none, so the
+    missing-column error names it)."""
+    return next((c for c in TIMESTAMP_COLUMNS if c in columns), "timestamp")
+
+
+def bars_from_table(table: RawTable, price: str = "close") -> pd.DataFrame:
+    """Validate raw bar cells; float64 columns ``open..volume`` (+ quotes), ``DatetimeIndex`` 'timestamp'.
+
+    ``price="adj_close"`` requires that column (finite, > 0) and scales open, high, low and close by
+    ``adj_close / close`` after the raw bars passed every rule (a positive factor keeps them valid)."""
+    if price not in PRICES:
+        raise ValueError(f"price must be one of {PRICES}, got {price!r}")
     source, raw = table.source, table.frame
     numeric = [*BAR_COLUMNS, *_quote_columns(raw.columns)]
-    require_columns(source, list(raw.columns), ["timestamp", *numeric])
+    time = _time_column(raw.columns)
+    require_columns(source, list(raw.columns), [time, *numeric, *(["adj_close"] if price == "adj_close" else [])])
     require_rows(source, raw)
-    timestamps = parse_timestamps(source, raw["timestamp"], "timestamp")
+    timestamps = parse_timestamps(source, raw[time], time)
     values = parse_numbers(source, raw, numeric)
     check_bars(source, timestamps, values)
+    if price == "adj_close":
+        adjusted = parse_numbers(source, raw, ["adj_close"])
+        check_finite(source, adjusted, ["adj_close"])
+        check_bound(source, adjusted, ["adj_close"], strict=True)
+        factor = adjusted["adj_close"] / values["close"]
+        for column in ("open", "high", "low", "close"):
+            values[column] = values[column] * factor
+        values["close"] = adjusted["adj_close"].copy()  # exactly the file's adjusted close, no rounding drift
     return pd.DataFrame(values, index=pd.DatetimeIndex(timestamps, name="timestamp"), columns=numeric)
 
 
@@ -225,9 +261,10 @@ def chain_from_table(table: RawTable, bars_index: pd.DatetimeIndex | None = None
     return frame.sort_values(["timestamp", "expiry", "strike", "right"], kind="stable").reset_index(drop=True)
 
 
-def load_bars(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Load and validate OHLCV bars (extra columns such as ``adj_close`` are dropped)."""
-    return bars_from_table(read_table(path))
+def load_bars(path: str | os.PathLike[str], price: str = "close") -> pd.DataFrame:
+    """Load and validate OHLCV bars; ``price="adj_close"``: OHLC rescaled to the adjusted close (other extra columns
+    are dropped)."""
+    return bars_from_table(read_table(path), price)
 
 
 def load_option_chain(path: str | os.PathLike[str], bars_index: pd.DatetimeIndex | None = None,

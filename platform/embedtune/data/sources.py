@@ -7,7 +7,7 @@ import pandas as pd
 
 from embedtune.config import DataConfig
 from embedtune.data.market import MarketData
-from embedtune.errors import ConfigError
+from embedtune.errors import ConfigError, DataError
 
 
 def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
@@ -21,7 +21,11 @@ def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
         name = source.split(":", 1)[1]
         if name not in BUNDLED:
             raise ConfigError(config_path, "data.source", f"unknown bundled data {name!r}; known: {sorted(BUNDLED)}")
-        market = load_bundled(name)
+        try:
+            market = load_bundled(name, cfg.price)
+        except DataError as err:  # a bundled file is ours: what the user can change is the config
+            raise ConfigError(config_path, "data.price",
+                              f"bundled:{name} cannot give {cfg.price}: {err.message}") from None
     elif source == "synthetic":
         s = cfg.synthetic
         market = generate_market(n_bars=s.n_bars, seed=s.seed, signal_strength=s.signal_strength, regimes=s.regimes)
@@ -29,7 +33,7 @@ def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
         path = Path(source)
         if not path.is_file():
             raise ConfigError(config_path, "data.source", f"no such file {source!r} (or use bundled:<name>, synthetic)")
-        market = MarketData(name=path.stem, bars=load_bars(path), source=str(path))
+        market = MarketData(name=path.stem, bars=load_bars(path, cfg.price), source=str(path))
 
     market = _slice(market, cfg, config_path)
     chains = cfg.option_chains
