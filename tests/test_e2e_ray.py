@@ -66,7 +66,16 @@ def test_tiny_experiment_end_to_end(tmp_path: Path) -> None:
     import optuna
 
     study = optuna.load_study(study_name=result.run_dir.name, storage=f"sqlite:///{tmp_path / 'tiny' / 'optuna.db'}")
-    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == cfg.search.num_samples
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == cfg.search.num_samples
+    # Every trial with its values: the objective each trial was told is the leaderboard's Sharpe of that trial, and
+    # its parameters are the leaderboard's searched values.
+    rows = table[table["baseline"].fillna("") == ""].set_index("trial")  # the baseline was not proposed by Optuna
+    for trial in complete:
+        (match,) = rows.index[np.isclose(rows["learning_rate"], trial.params["training.learning_rate"], rtol=1e-12)]
+        assert trial.value == pytest.approx(rows.loc[match, "sharpe"], rel=1e-9)
+        assert trial.params["training.lambdas.direction"] == pytest.approx(rows.loc[match, "lambdas.direction"],
+                                                                           rel=1e-12)
 
 
 def test_ablation_ranks_feature_family_variants(tmp_path: Path) -> None:
