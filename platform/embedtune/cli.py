@@ -10,10 +10,12 @@ from embedtune.errors import EXIT_USER_ERROR, EmbedtuneError
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from embedtune.experiment import run_experiment
+    from embedtune.leaderboard.bundle import read_bundle
+    from embedtune.leaderboard.summary import end_of_run_summary
 
     result = run_experiment(args.config, output_root=args.output, ablation=args.command == "ablate",
                             resume=getattr(args, "resume", None))
-    print(result.table.head(args.top).to_string(index=False, max_colwidth=24), file=sys.stderr)
+    print(end_of_run_summary(read_bundle(result.run_dir), top=args.top), file=sys.stderr)
     print(f"leaderboard report: {result.report_html}")
     print(f"  markdown: {result.leaderboard_md}\n  csv: {result.leaderboard_csv}\n  equity chart: {result.equity_png}")
     print(f"  ingested into {result.leaderboard_db} (query: embedtune leaderboard --db ...)\n"
