@@ -57,7 +57,7 @@ def test_synthetic_banner_iff_synthetic(tmp_path: Path, synthetic: bool) -> None
 def test_notes_replace_charts_that_cannot_be_drawn(tmp_path: Path) -> None:
     page = _report(tmp_path, n_trials=3)  # one done, one stopped, one error
     assert 'id="chart-importance"' not in page and 'id="note-importance"' in page
-    assert "at least 3 completed trials; this run has 1" in page
+    assert "at least 3 completed searched trials; this run has 1" in page
     for chart in ("chart-equity", "chart-underwater", "chart-pareto", "chart-fold-sharpe", "chart-monthly"):
         assert f'id="{chart}"' in page
 

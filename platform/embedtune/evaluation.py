@@ -9,6 +9,7 @@ import pandas as pd
 
 from embedtune.backtest.metrics import compute_metrics
 from embedtune.backtest.portfolio import run_backtest
+from embedtune.backtest.regimes import market_regimes
 from embedtune.config import ExperimentConfig
 from embedtune.dataset import PreparedData
 from embedtune.strategy import Strategy
@@ -49,6 +50,8 @@ def evaluate_oos(
     }, index=bars.index)
     frame["equity"] = (1.0 + frame["strategy_return"].fillna(0.0)).cumprod()
     frame["benchmark_equity"] = (1.0 + frame["benchmark_return"].fillna(0.0)).cumprod()
+    # Causal regime of each bar from the whole history before it, so reports can read results by regime on real data.
+    frame["market_regime"] = market_regimes(data.bars["close"]).reindex(bars.index)
     return OOSEvaluation(metrics={k: float(v) for k, v in metrics.items()}, frame=frame)
 
 

@@ -187,6 +187,13 @@ def _section_regimes(bundle: Bundle, top: int) -> Section:
     if all("regime" in f.columns for f in frames.values()):  # type: ignore[union-attr]
         tables = [("regime", {t: f["regime"] for t, f in frames.items()})]  # type: ignore[index]
         intro = "Out-of-sample performance of the top trials per market regime (the OOS frames carry a regime)."
+    elif all("market_regime" in f.columns for f in frames.values()):  # type: ignore[union-attr]
+        tables = [("market regime", {t: f["market_regime"] for t, f in frames.items()}),  # type: ignore[index]
+                  ("year", {t: pd.Series(f.index.year.astype(str), index=f.index)  # type: ignore[union-attr]
+                            for t, f in frames.items()})]
+        intro = ("Out-of-sample performance of the top trials per market regime, classified causally at each bar "
+                 "from the bars up to it: trend = sign of the last 60 bars' log return, volatile = the last 20 bars' "
+                 "volatility above its median over the last 252 bars (warm-up: not enough history yet).")
     else:
         tables = [("fold", {t: analysis.fold_groups(bundle, f.index) for t, f in frames.items()}),  # type: ignore
                   ("year", {t: pd.Series(f.index.year.astype(str), index=f.index)  # type: ignore[union-attr]
