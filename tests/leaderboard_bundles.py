@@ -35,9 +35,10 @@ def oos_frame(index: pd.DatetimeIndex, rng: np.random.Generator, drift: float, r
 def make_bundle(root: Path, *, experiment: str = "demo", run_id: str = "20260105-093000-abcdef12",
                 synthetic: bool = False, strategy: str = "direction_threshold", description: str = "",
                 n_trials: int = 5, n_folds: int = 3, seed: int = 0, regime: bool = False,
-                text_param: str | None = None, baseline_row: bool = False) -> Path:
+                text_param: str | None = None, baseline_row: bool = False, holdout: bool = False) -> Path:
     """A bundle of ``n_trials`` trials: all but the last two done, then one stopped after a fold and one error;
-    ``baseline_row``: one more finished row, a baseline with learned loss weights (no searched lambdas)."""
+    ``baseline_row``: one more finished row, a baseline with learned loss weights (no searched lambdas);
+    ``holdout``: finished trials carry lockbox numbers (``holdout_sharpe`` ...)."""
     rng = np.random.default_rng(seed)
     index = pd.bdate_range("2021-01-04", periods=BARS_PER_FOLD * (n_folds + 4))
     test_index = index[-BARS_PER_FOLD * n_folds:]
@@ -68,6 +69,12 @@ def make_bundle(root: Path, *, experiment: str = "demo", run_id: str = "20260105
         records.append(TrialRecord(trial_id=f"t{number:03d}", status=status, params=params, metrics=metrics,
                                    folds_done=folds, config_hash=f"{seed:04d}{number:012d}", oos=oos,
                                    error="RuntimeError: boom" if status == "error" else None))
+    if holdout:
+        for record in records:
+            if record.status == "done" and record.metrics.get("sharpe") is not None:
+                record.metrics.update(holdout_sharpe=float(record.metrics["sharpe"] + rng.normal(-0.3, 0.2)),
+                                      holdout_information_ratio=float(rng.normal(0.0, 0.3)),
+                                      holdout_max_drawdown=float(rng.uniform(0.05, 0.3)))
     if baseline_row:
         oos = oos_frame(test_index, rng, drift=0.1, regime=regime)
         stats = period_stats(oos["strategy_return"], oos["benchmark_return"], ANNUALIZATION)

@@ -18,6 +18,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     print(end_of_run_summary(read_bundle(result.run_dir), top=args.top), file=sys.stderr)
     print(f"leaderboard report: {result.report_html}")
     print(f"  markdown: {result.leaderboard_md}\n  csv: {result.leaderboard_csv}\n  equity chart: {result.equity_png}")
+    if result.leaderboard_html is not None:
+        print(f"  every run: {result.leaderboard_html}")
     print(f"  ingested into {result.leaderboard_db} (query: embedtune leaderboard --db ...)\n"
           f"  took {result.seconds:.0f} s")
     return 0 if (result.table["status"] == "done").any() else 1

@@ -27,6 +27,7 @@ from embedtune.dataset import PreparedData, prepare
 from embedtune.errors import ConfigError
 from embedtune.leaderboard.chart import equity_chart
 from embedtune.leaderboard.store import LeaderboardStore
+from embedtune.report.board import board_path, write_board
 from embedtune.report.html import write_html_report
 from embedtune.holdout import HOLDOUT_FILE, attach, choose, evaluate_holdout, holdout_span, read_holdout_frames
 from embedtune.leaderboard.ledger import holdout_lines, ledger_checks, ledger_line
@@ -51,6 +52,7 @@ class ExperimentResult:
     table: pd.DataFrame
     seconds: float
     leaderboard_db: str | None = None
+    leaderboard_html: Path | None = None
 
 
 def load_plugin(cfg: ExperimentConfig) -> Strategy:
@@ -176,6 +178,9 @@ def run_experiment(config_path: str | Path | None = None, output_root: str | Non
         raise failed from None
     with LeaderboardStore(db) as store:  # one transaction: the run and all its trials, or nothing
         store.ingest(result.run_dir)
+        board = board_path(db)
+        if board is not None:  # the cross-experiment page beside the database, every run in it
+            result.leaderboard_html = write_board(store, board)
     result.leaderboard_db = db
     return result
 

@@ -108,6 +108,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_html(args: argparse.Namespace) -> int:
+    from embedtune.leaderboard.store import LeaderboardError
+    from embedtune.report.board import board_path, write_board
+
+    with _store(args) as store:
+        out = Path(args.output) if args.output else board_path(store.url)
+        if out is None:
+            raise LeaderboardError(f"--output FILE is needed: {store.url} is not a SQLite file to write beside")
+        print(f"leaderboard page: {write_board(store, out)}")
+    return 0
+
+
 def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``leaderboard`` on the top-level ``embedtune`` subparsers (each subcommand sets ``func``)."""
     p = subparsers.add_parser(
@@ -137,6 +149,9 @@ def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
     report.add_argument("--top", type=int, default=argparse.SUPPRESS, metavar="N")
     report.add_argument("--output", default=argparse.SUPPRESS, metavar="FILE")
     report.set_defaults(func=_cmd_report)
+    board = sub.add_parser("html", help="write the cross-experiment HTML leaderboard (every run in the database)")
+    _common(board, suppress=True)
+    board.set_defaults(func=_cmd_html)
     return p
 
 
