@@ -38,3 +38,17 @@ def test_flags_and_infeasible_trials_are_marked(tmp_path: Path) -> None:
     bundle.table["feasible"] = [True, False, True, True]
     lines = end_of_run_summary(bundle).splitlines()
     assert "beta,collapsed" in lines[1] and "infeasible" in lines[2] and "infeasible" not in lines[3]
+
+
+def test_the_progress_line_counts_and_estimates_from_the_time_per_fold() -> None:
+    from embedtune.tune.runner import progress_line
+
+    line = progress_line("tune", done=2, running=2, total=8, folds_done=8, folds_total=24, metric="sharpe",
+                         best=("t004", 0.4837), elapsed=80.0)
+    # 10 s per fold so far, 16 folds left: 160 s.
+    assert line == ("tune: trials 2/8 done, 2 running | folds 8/24 | best sharpe 0.484 (t004) | 1m20s elapsed, "
+                    "~2m40s left")
+    assert len(line) <= 120
+    first = progress_line("tune", 0, 1, 8, 0, 24, "sharpe", None, 3.0)
+    assert "best sharpe -" in first and "left" not in first  # nothing to estimate from yet
+    assert "left" not in progress_line("tune", 8, 0, 8, 24, 24, "sharpe", ("t001", 1.0), 300.0)

@@ -12,9 +12,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from embedtune.experiment import run_experiment
     from embedtune.leaderboard.bundle import read_bundle
     from embedtune.leaderboard.summary import end_of_run_summary
+    from embedtune.tune.runner import PROGRESS, RAY_OUTPUT
 
     result = run_experiment(args.config, output_root=args.output, ablation=args.command == "ablate",
-                            resume=getattr(args, "resume", None))
+                            resume=getattr(args, "resume", None), verbose=RAY_OUTPUT if args.verbose else PROGRESS)
     print(end_of_run_summary(read_bundle(result.run_dir), top=args.top), file=sys.stderr)
     print(f"leaderboard report: {result.report_html}")
     print(f"  markdown: {result.leaderboard_md}\n  csv: {result.leaderboard_csv}\n  equity chart: {result.equity_png}")
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default="configs/quickstart.yaml")
         p.add_argument("--output", default=None, help="results root (overrides output.root)")
         p.add_argument("--top", type=int, default=10)
+        p.add_argument("--verbose", action="store_true",
+                       help="Ray Tune's own tables and a line per fold instead of the one progress line")
         if name != "ablate":
             p.add_argument("--resume", metavar="EXPERIMENT_OR_RUN_DIR", default=None,
                            help="continue an interrupted run (its own config is used; --config is ignored)")

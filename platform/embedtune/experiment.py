@@ -66,12 +66,13 @@ RUN_CONFIG = "experiment.yaml"
 RUN_STATE = "run.json"
 
 
-def run_experiment(config_path: str | Path | None = None, output_root: str | None = None, verbose: bool = True,
+def run_experiment(config_path: str | Path | None = None, output_root: str | None = None, verbose: int = 1,
                    ablation: bool = False, resume: str | None = None) -> ExperimentResult:
     """Tune (default) or, with ``ablation``, rank feature-family variants at the config's base hyperparameters.
 
     ``resume`` (an experiment name or a ``_ray/<run-id>`` folder) continues an interrupted run with the config it
-    started with: finished trials are kept, unfinished ones continue from their last finished fold.
+    started with: finished trials are kept, unfinished ones continue from their last finished fold. ``verbose``: 0
+    prints nothing, 1 a progress line per search, 2 Ray Tune's own tables and a line per fold (``--verbose``).
     """
     started = time.perf_counter()
     if resume is not None:

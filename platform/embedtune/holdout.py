@@ -61,7 +61,7 @@ def holdout_span(data: PreparedData) -> dict[str, Any]:
 
 
 def evaluate_holdout(cfg: ExperimentConfig, data: PreparedData, strategy: Strategy, storage: Path,
-                     chosen: list[TrialRecord], verbose: bool, resume: bool,
+                     chosen: list[TrialRecord], verbose: int, resume: bool,
                      ensemble: TrialRecord | None = None) -> dict[str, Any]:
     """Train and evaluate ``chosen`` once on the lockbox (or read the evaluation a resumed run already made), and the
     ``ensemble`` row (if any) from its members' holdout predictions.

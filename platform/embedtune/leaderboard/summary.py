@@ -29,6 +29,11 @@ def short_name(column: str) -> str:
     return ("l." if "lambdas" in parts else "") + parts[-1][:4]
 
 
+def short_model(model: object) -> str:
+    """``temporal_transformer`` -> ``temporal``, ``mean of 3 x ensemble`` -> ``mean3 ensemble``."""
+    return str(model).replace("temporal_transformer", "temporal").replace("mean of ", "mean").replace(" x ", " ")
+
+
 def short_value(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)[:8]
 
@@ -66,7 +71,9 @@ def end_of_run_summary(bundle: Bundle, top: int = 10, width: int = WIDTH) -> str
     for _, row in table.iterrows():
         cells = []
         for _, column, w, fmt in FIXED:
-            value = row.get(metric) if column is None else (row_flags(row) if column == "flags" else row.get(column))
+            value = (row.get(metric) if column is None else row_flags(row) if column == "flags"
+                     else short_model(row.get(column)) if column == "model" and pd.notna(row.get(column))
+                     else row.get(column))
             cells.append(_fit(_text(value, fmt), w, fmt == "s"))
         params = " ".join(f"{short_name(c)}={short_value(row[c])}" for c in varying if pd.notna(row[c]))
         lines.append(" ".join([*cells, _fit(params, max(free, 0), True)]).rstrip())

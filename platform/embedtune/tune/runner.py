@@ -7,7 +7,12 @@ finish in. Trials hold a fractional CPU so that on a 2-core machine two trials a
 """
 from __future__ import annotations
 
+import math
+import os
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,10 @@ def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
 
 
 TRIAL_RETRIES = 2
+#: ``verbose`` levels of ``run_search`` / ``run_experiment``: nothing, the progress line (default), or Ray's own
+#: tables and a line per fold (``embedtune tune --verbose``).
+SILENT, PROGRESS, RAY_OUTPUT = 0, 1, 2
+NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 
 
 class FoldProgress(Callback):
@@ -54,6 +63,96 @@ class FoldProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(f"  trial {trial.trial_id} FAILED: see {trial.local_path}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def progress_line(name: str, done: int, running: int, total: int, folds_done: int, folds_total: int,
+                  metric: str, best: tuple[str, float] | None, elapsed: float) -> str:
+    """One line of search progress; the time left is the time per fold so far times the folds left."""
+    best_text = f"best {metric} {best[1]:.3f} ({best[0]})" if best is not None else f"best {metric} -"
+    left = (f", ~{_duration(elapsed / folds_done * (folds_total - folds_done))} left"
+            if 0 < folds_done < folds_total else "")
+    return (f"{name}: trials {done}/{total} done, {running} running | folds {folds_done}/{folds_total} | "
+            f"{best_text} | {_duration(elapsed)} elapsed{left}")
+
+
+class ProgressLine(Callback):
+    """The default progress report: one line (rewritten in place on a terminal, at most once a second elsewhere)
+    with trials done / running / total, folds, the best objective so far, elapsed and estimated time left.
+    ``--verbose`` shows Ray's own tables and one line per fold instead (``FoldProgress``)."""
+
+    def __init__(self, name: str, metric: str, total: int, folds_per_trial: int, mode: str = "max") -> None:
+        self.name, self.metric, self.total, self.folds_per_trial = name, metric, total, folds_per_trial
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.folds: dict[str, int] = {}
+        self.running: set[str] = set()
+        self.finished: set[str] = set()
+        self.best: tuple[str, float] | None = None
+        self.started = time.monotonic()
+        self.shown = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def _show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and not self.tty and now - self.shown < 1.0:
+            return
+        self.shown = now
+        line = progress_line(self.name, len(self.finished), len(self.running), self.total,
+                             sum(self.folds.values()), self.total * self.folds_per_trial, self.metric, self.best,
+                             now - self.started)
+        print(f"\r\x1b[2K{line}" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(trial.trial_id)
+        self._show()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "fold" in result:  # counted, not read from the fold index (a lockbox trial's one fold has index n)
+            self.folds[trial.trial_id] = min(self.folds.get(trial.trial_id, 0) + 1, self.folds_per_trial)
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value) and (
+                self.best is None or self.sign * value > self.sign * self.best[1]):
+            self.best = (trial.trial_id, float(value))
+        self._show()
+
+    def _end(self, trial: Any) -> None:
+        self.folds[trial.trial_id] = self.folds_per_trial  # what is left of an ended trial will not run
+        self.running.discard(trial.trial_id)
+        self.finished.add(trial.trial_id)
+        self._show()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._show(force=True)
+        if self.tty:
+            print(file=sys.stderr, flush=True)
+
+
+@contextmanager
+def library_output(shown: bool) -> Iterator[None]:
+    """Ray Tune's own status tables (experiment configuration, TensorBoard hints) and Optuna's info lines only when
+    asked: with ``RAY_AIR_NEW_OUTPUT=0`` and ``verbose=0`` Tune prints nothing of its own. Restores both after."""
+    before, optuna_level = os.environ.get(NEW_OUTPUT_ENV), optuna.logging.get_verbosity()
+    if not shown:
+        os.environ[NEW_OUTPUT_ENV] = "0"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(optuna_level)
+        if before is None:
+            os.environ.pop(NEW_OUTPUT_ENV, None)
+        else:
+            os.environ[NEW_OUTPUT_ENV] = before
 
 
 class ConstrainedOptunaSearch(OptunaSearch):
@@ -132,7 +231,7 @@ def make_scheduler(cfg: ExperimentConfig) -> tune.schedulers.TrialScheduler | No
 
 
 def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strategy, storage_path: str,
-               name: str, verbose: bool = True, ablation: bool = False,
+               name: str, verbose: int = PROGRESS, ablation: bool = False,
                fixed: dict[str, Any] | None = None, study_storage: str | None = None,
                study_name: str | None = None, resume: bool = False,
                selected: list[dict[str, Any]] | None = None) -> tune.ResultGrid:
@@ -143,7 +242,10 @@ def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strateg
         run_trial, base=cfg.model_dump(mode="json"), data=[data_ref], strategy=strategy, storage_path=storage_path,
     )
     trainable = tune.with_resources(trainable, trial_resources(cfg))
-    searcher = None if (ablation or fixed or selected) else make_searcher(cfg, study_storage, study_name)
+    searcher = None
+    if not (ablation or fixed or selected):
+        with library_output(verbose >= RAY_OUTPUT):  # Optuna announces the study it creates
+            searcher = make_searcher(cfg, study_storage, study_name)
     param_space: dict[str, Any] | None = dict(fixed) if fixed else None
     if ablation:
         param_space = {VARIANT_KEY: tune.grid_search(list(ablation_variants(cfg.features)))}
@@ -156,25 +258,32 @@ def run_search(cfg: ExperimentConfig, data_ref: ray.ObjectRef, strategy: Strateg
     if resume and tune.Tuner.can_restore(str(experiment_dir)):
         # Unfinished trials continue; inside each, Ray Train finds its run's checkpoints and resumes at the next
         # fold, so no finished fold is trained twice.
-        return tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True,
-                                  param_space=param_space).fit()
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=cfg.search.num_samples if searcher else 1,
-            max_concurrent_trials=None if searcher else cfg.search.max_concurrent,
-            metric=single_metric, mode=single_mode, scheduler=make_scheduler(cfg) if searcher else None,
-            # One trial actor runs trial after trial: with in-place training (num_workers: 0) the imports, the
-            # numba cache load and the prepared data are paid once per actor, not once per trial.
-            reuse_actors=cfg.resources.num_workers == 0,
-        ),
-        run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, verbose=0,
-            # A killed trial actor is restarted; its fold loop resumes from its newest checkpoint.
-            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
-            callbacks=([FoldProgress(cfg.objective.targets[0])] if verbose else [])
-            + tracking_callbacks(cfg.output.tracking, Path(cfg.output.root).resolve(), cfg.name),
-        ),
-    )
-    return tuner.fit()
+        with library_output(verbose >= RAY_OUTPUT):
+            return tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True,
+                                      param_space=param_space).fit()
+    total = (cfg.search.num_samples if searcher else len(selected) if selected
+             else len(param_space[VARIANT_KEY]["grid_search"]) if ablation else 1)
+    progress = ([ProgressLine(name, cfg.objective.targets[0], total, cfg.walk_forward.n_splits,
+                              metric_mode(cfg.objective.targets[0]))] if verbose == PROGRESS
+                else [FoldProgress(cfg.objective.targets[0])] if verbose >= RAY_OUTPUT else [])
+    with library_output(verbose >= RAY_OUTPUT):
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, num_samples=cfg.search.num_samples if searcher else 1,
+                max_concurrent_trials=None if searcher else cfg.search.max_concurrent,
+                metric=single_metric, mode=single_mode, scheduler=make_scheduler(cfg) if searcher else None,
+                # One trial actor runs trial after trial: with in-place training (num_workers: 0) the imports, the
+                # numba cache load and the prepared data are paid once per actor, not once per trial.
+                reuse_actors=cfg.resources.num_workers == 0,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage_path, verbose=1 if verbose >= RAY_OUTPUT else 0,
+                # A killed trial actor is restarted; its fold loop resumes from its newest checkpoint.
+                failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
+                callbacks=progress + tracking_callbacks(cfg.output.tracking, Path(cfg.output.root).resolve(),
+                                                        cfg.name),
+            ),
+        )
+        return tuner.fit()
