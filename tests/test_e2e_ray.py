@@ -62,6 +62,8 @@ def test_tiny_experiment_end_to_end(tmp_path: Path) -> None:
     assert "# Leaderboard: tiny" in result.leaderboard_md.read_text()
     assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["name"] == "tiny"
     assert not list((tmp_path / "tiny").glob(".*.partial"))
+    # The cross-experiment page is rewritten beside the SQLite database after the run, with this run on it.
+    assert result.leaderboard_html is not None and result.run_dir.name in result.leaderboard_html.read_text()
     # The Optuna study lives in the experiment's SQLite file (what optuna-dashboard opens), one study per run.
     import optuna
 
