@@ -4,8 +4,6 @@ database's own numbers, and rendered by headless Chromium."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from html import unescape
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from embedtune.cli import main
 from embedtune.leaderboard.store import LeaderboardStore
 from embedtune.report.board import BEST_PER_RUN, BOARD_FILE, SCATTER_ID, scatter_figure, write_board
+from headless import CHROMIUM, SKIP_REASON, chromium
 from leaderboard_bundles import make_bundle
 
 EVIL = 'beta<script>alert("x")</script>'
@@ -65,29 +64,16 @@ def test_the_cli_writes_it_beside_the_database(store: LeaderboardStore, tmp_path
     assert main(["leaderboard", "html", "--db", store.url, "--output", str(out)]) == 0 and out.exists()
 
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-
-
-def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-         "--window-size=1400,2200", *args],
-        capture_output=True, text=True, timeout=180)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium): "
-                                            "headless rendering check skipped")
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 def test_the_page_renders_in_headless_chromium(store: LeaderboardStore, tmp_path: Path) -> None:
     page = write_board(store, tmp_path / "board.html")
-    dom = _chromium(tmp_path / "profile-dom", "--dump-dom", page.as_uri())
+    dom = chromium(tmp_path / "profile-dom", "--dump-dom", page.as_uri(), window="1400,2200")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "Uncaught" not in dom.stderr, [line for line in dom.stderr.splitlines() if "Uncaught" in line]
     chart = dom.stdout[dom.stdout.find(f'id="{SCATTER_ID}"'):]
     assert 'class="main-svg"' in chart[:200_000] and "scatterlayer" in chart[:400_000]
     shot = tmp_path / "board.png"  # kept with the test's files
-    run = _chromium(tmp_path / "profile-shot", f"--screenshot={shot}", page.as_uri())
+    run = chromium(tmp_path / "profile-shot", f"--screenshot={shot}", page.as_uri(), window="1400,2200")
     assert run.returncode == 0 and "Uncaught" not in run.stderr, run.stderr[-2000:]
     import matplotlib.image as mpimg
 

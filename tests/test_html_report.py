@@ -3,8 +3,6 @@ network at view time; and, where Chromium is installed, that plotly actually ren
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from html import escape
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 from embedtune.leaderboard.bundle import read_bundle
 from embedtune.report.analysis import monthly_returns, param_importance, pareto_front, underwater
 from embedtune.report.html import BANNER_ID, CHART_IDS, write_html_report
+from headless import CHROMIUM, SKIP_REASON, chromium
 from leaderboard_bundles import make_bundle
 
 PAYLOADS = ('<script>alert("name")</script>', "<script>alert('strategy')</script>",
@@ -91,30 +90,17 @@ def test_analysis_helpers() -> None:
     assert np.isnan(table.loc["2021", "Feb"])
 
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-
-
-def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-         "--window-size=1400,3000", *args],
-        capture_output=True, text=True, timeout=180)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium): "
-                                            "headless rendering check skipped")
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 def test_plotly_renders_in_headless_chromium(tmp_path: Path) -> None:
     page = write_html_report(make_bundle(tmp_path / "results", n_trials=6), tmp_path / "report.html")
-    dom = _chromium(tmp_path / "profile-dom", "--dump-dom", page.as_uri())
+    dom = chromium(tmp_path / "profile-dom", "--dump-dom", page.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "Uncaught" not in dom.stderr, [line for line in dom.stderr.splitlines() if "Uncaught" in line]
     for chart, block in zip(CHART_IDS, _chart_blocks(dom.stdout)):
         assert 'class="main-svg"' in block, f"{chart} did not render"
 
     shot = tmp_path / "report.png"
-    run = _chromium(tmp_path / "profile-shot", f"--screenshot={shot}", page.as_uri())
+    run = chromium(tmp_path / "profile-shot", f"--screenshot={shot}", page.as_uri())
     assert run.returncode == 0 and "Uncaught" not in run.stderr, run.stderr[-2000:]
     import matplotlib.image as mpimg
 
