@@ -137,8 +137,8 @@ def render_board(store: LeaderboardStore, out: Path) -> str:
         f'<div class="meta">{meta}</div>'
         "<h2>Search against holdout</h2>" + chart
         + f"<h2>Best {BEST_PER_RUN} rows of every run</h2>"
-        '<input id="filter" type="search" placeholder="filter rows (experiment, trial, model, flag ...)" '
-        'oninput="filterRows(this)">' + _table(shown, links, filterable=True)
+        '<label>Show rows containing <input id="filter" type="search" oninput="filterRows(this)"></label> '
+        "(experiment, trial, model, flag ...)" + _table(shown, links, filterable=True)
         + "<h2>Runs</h2>" + _table(run_rows, links)
         + f"<script>{_SCRIPT}</script></body></html>\n"
     )
