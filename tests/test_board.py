@@ -53,8 +53,8 @@ def test_the_scatter_is_the_databases_search_and_holdout_sharpe(store: Leaderboa
     assert len(judged) > 10
     assert points == sorted((round(float(x), 12), round(float(y), 12))
                             for x, y in zip(judged["sharpe"], judged["holdout_sharpe"]))
-    assert {trace.name for trace in fig.data if trace.mode == "markers"} == {"alpha", "beta&lt;script&gt;alert(&quot;"
-                                                                              "x&quot;)&lt;/script&gt;"}
+    assert {trace.name for trace in fig.data if trace.mode == "markers"} == {
+        "alpha", 'beta&lt;script&gt;alert("x")&lt;/script&gt;'}  # plotly draws names as HTML: markup escaped
 
 
 def test_the_cli_writes_it_beside_the_database(store: LeaderboardStore, tmp_path: Path) -> None:

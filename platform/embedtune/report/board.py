@@ -91,9 +91,11 @@ def scatter_figure(trials: pd.DataFrame) -> go.Figure:
                     & np.isfinite(pd.to_numeric(trials["holdout_sharpe"], errors="coerce"))]
     fig = go.Figure()
     for experiment, group in judged.groupby("experiment", sort=True):
-        labels = [escape(f"{experiment} {run} {trial}") for run, trial in zip(group["run_id"], group["trial"])]
+        # Plotly draws names as HTML: escape the markup characters (quotes stay readable).
+        labels = [escape(f"{experiment} {run} {trial}", quote=False)
+                  for run, trial in zip(group["run_id"], group["trial"])]
         fig.add_scatter(x=group["sharpe"].astype(float), y=group["holdout_sharpe"].astype(float), mode="markers",
-                        name=escape(str(experiment)), text=labels, hovertemplate="%{text}<br>search %{x:.3f}"
+                        name=escape(str(experiment), quote=False), text=labels, hovertemplate="%{text}<br>search %{x:.3f}"
                         "<br>holdout %{y:.3f}<extra></extra>")
     if len(judged):
         values = pd.concat([judged["sharpe"], judged["holdout_sharpe"]]).astype(float)
