@@ -60,3 +60,23 @@ def test_a_half_written_checkpoint_is_never_restored(tmp_path: Path) -> None:
     assert names(session) == ["checkpoint_000000", "checkpoint_000001"]
     point = session.restore()
     assert point.start_fold == 1 and int(point.epoch_state["epoch"]) == 0  # mid-fold 1, after its epoch 0
+
+
+def test_a_fold_checkpoint_is_restored_with_its_report_and_files(tmp_path: Path) -> None:
+    """What a trial restarted after its last fold's checkpoint (but before Tune logged it) reports again: the fold's
+    own metrics, and a copy of every file of its checkpoint, byte for byte."""
+    from embedtune.train.worker import read_checkpoint
+
+    source = tmp_path / "checkpoint_000002"
+    (source / "classical").mkdir(parents=True)
+    (source / METRICS_FILE).write_text(json.dumps({"fold": 2, "sharpe": 0.5}))
+    (source / "model.pt").write_bytes(b"\x00weights\xff")
+    (source / "classical" / "direction.txt").write_text("tree")
+    point = read_checkpoint(source)
+    assert point.start_fold == 3 and point.fold_metrics == {"fold": 2, "sharpe": 0.5}
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    point.rewrite(copy)
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == \
+        sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
+    assert all((copy / p.relative_to(source)).read_bytes() == p.read_bytes() for p in source.rglob("*") if p.is_file())

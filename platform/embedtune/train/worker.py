@@ -98,6 +98,16 @@ class ResumePoint:
     epoch_state: dict[str, Any] | None = None
     repeat: int = 0
     finished: list[dict[str, Any]] = field(default_factory=list)
+    #: A fold checkpoint's own report and files (relative path -> bytes): a trial restarted after its last fold was
+    #: checkpointed, but before Tune logged that fold, reports it again from these (``run_trial_folds``).
+    fold_metrics: dict[str, Any] | None = None
+    fold_files: dict[str, bytes] = field(default_factory=dict)
+
+    def rewrite(self, directory: Path) -> None:
+        """Write the kept fold checkpoint's files into ``directory`` (a new checkpoint with the same content)."""
+        for relative, content in self.fold_files.items():
+            (directory / relative).parent.mkdir(parents=True, exist_ok=True)
+            (directory / relative).write_bytes(content)
 
 
 def read_checkpoint(directory: Path) -> ResumePoint:
@@ -122,7 +132,8 @@ def read_checkpoint(directory: Path) -> ResumePoint:
         return ResumePoint(start_fold=int(meta["fold"]), joined=joined, epoch_state=state, repeat=repeat,
                            finished=finished)
     metrics = json.loads((directory / METRICS_FILE).read_text())
-    return ResumePoint(start_fold=int(metrics["fold"]) + 1, joined=joined)
+    files = {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return ResumePoint(start_fold=int(metrics["fold"]) + 1, joined=joined, fold_metrics=metrics, fold_files=files)
 
 
 #: Train keeps the two newest fold checkpoints (the one a trial's results point to, even after a stop mid-fold) and the
@@ -267,6 +278,12 @@ def run_trial_folds(loop_config: dict[str, Any], session: TrialSession) -> None:
         session.save({**fold_report.metrics, FOLDS_DONE: fold_report.fold + 1},
                      lambda directory: write_checkpoint(directory, fold_report, frame))
 
+    if point.start_fold >= len(data.folds) and point.fold_metrics is not None:
+        # Every fold was checkpointed before the restart, but the last one's result may never have reached Tune
+        # (killed in between): report it again, with a copy of its checkpoint, so the trial ends complete.
+        session.save({**point.fold_metrics, FOLDS_DONE: point.start_fold},
+                     point.rewrite if session.rank == 0 else None)
+        return
     finished = [restore_outcome(cfg, data, data.folds[point.start_fold], **kept) for kept in point.finished]
     run_folds(cfg, data, strategy, report, device=session.device, start_fold=point.start_fold, previous=point.joined,
               resume_epoch=point.epoch_state, on_epoch=epoch_report, finished=finished)
