@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EXIT_USER_ERROR = 2
+#: What a config error names as its file until the code that read the file attaches it.
+UNNAMED = "<config>"
 
 
 class EmbedtuneError(Exception):
@@ -41,11 +43,15 @@ class DataError(EmbedtuneError):
 
 @dataclass
 class ConfigError(EmbedtuneError):
-    """A problem with one key of an experiment config, named by its dotted key path."""
+    """A problem with one key of an experiment config, named by its dotted key path.
 
-    path: str
+    Raised with the key and message where the problem is found; the file is attached by whoever read it
+    (``embedtune.config.loading.attached_to``), so no code deep in data preparation needs the file name to say it.
+    """
+
     key: str
     message: str
+    path: str = UNNAMED
 
     def __str__(self) -> str:
         return f"config error: {self.path}: {self.key or '<root>'}: {self.message}"

@@ -1,23 +1,18 @@
-"""One YAML file is one experiment: a strict, typed, hashable schema.
+"""One YAML file is one experiment: the strict, typed schema.
 
 Every section is a pydantic model with ``extra="forbid"``, so a typo is an error at load time that names its key path
-(``training.lambdas.directon``), never a silent default discovered after an hour of tuning. Cross-section rules
-(purge >= label horizon, search paths that exist, feature and strategy parameters) are checked here too, before any
-Ray worker starts.
+(``training.lambdas.directon``), never a silent default discovered after an hour of tuning. Rules that span sections
+or need the feature and strategy registries live in ``checks``; reading files in ``loading``; the hash in ``hashing``.
 """
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import math
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from embedtune.errors import ConfigError
+from embedtune.config.hashing import CPCV_ONLY, science_hash
+from embedtune.config.paths import set_path
 
 
 class Strict(BaseModel):
@@ -263,7 +258,6 @@ class TrainingConfig(Strict):
 #: ``n_groups: 60`` must fail at load time, not after a day of training.
 MAX_CPCV_SPLITS = 1000
 WALK_FORWARD_ONLY = ("n_folds", "test_bars", "train_bars")
-CPCV_ONLY = ("n_groups", "n_test_groups")
 #: Sections the driver prepares once for all trials (bars, labels, folds, output places): not searchable.
 #: (``features`` is searchable with finite choices: the driver precomputes every feature configuration the search space
 #: can produce, at most ``MAX_FEATURE_VARIANTS``, and each trial gets its own; see ``feature_variants``.)
@@ -565,7 +559,7 @@ class ExperimentConfig(Strict):
 
     @property
     def config_hash(self) -> str:
-        return config_hash(self)
+        return science_hash(self.model_dump(mode="json"))
 
     def with_overrides(self, overrides: dict[str, Any]) -> "ExperimentConfig":
         """A validated copy with dotted-path overrides applied (how a trial's sampled values enter the config)."""
@@ -575,47 +569,8 @@ class ExperimentConfig(Strict):
         return ExperimentConfig.model_validate(raw)
 
 
-def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        node = node[part]
-    node[parts[-1]] = value
-
-
-def get_path(tree: dict[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
-
-
-#: Sections that say where and on what an experiment runs, not what it computes: excluded from the hash, so moving
-#: results or changing worker counts keeps the hash unchanged.
-NON_SCIENTIFIC_SECTIONS = frozenset({"output", "resources"})
-#: Labels of an experiment, not what it computes: the same trial under another experiment name or description is
-#: the same computation (its seeds come from ``seed``, the fold and the repeat only) and keeps its hash.
-NON_SCIENTIFIC_KEYS = frozenset({"name", "description"})
-
-
-def config_hash(config: ExperimentConfig) -> str:
-    """What a trial computes, hashed: everything but where it runs (``NON_SCIENTIFIC_SECTIONS``), scheduling, and
-    ``name``/``description`` (``NON_SCIENTIFIC_KEYS``), so one computation has one hash in every experiment."""
-    science = {k: v for k, v in config.model_dump(mode="json").items()
-               if k not in NON_SCIENTIFIC_SECTIONS and k not in NON_SCIENTIFIC_KEYS}
-    if science["walk_forward"]["scheme"] != "cpcv":
-        # Inert (and held at their defaults) outside cpcv: left out so walk-forward hashes are those of the configs
-        # written before cpcv existed.
-        for key in CPCV_ONLY:
-            science["walk_forward"].pop(key)
-    science["search"].pop("in_order")  # scheduling, like resources: it never changes what a trial computes
-    canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def _first_error(err: ValidationError) -> tuple[str, str]:
+def first_error(err: ValidationError) -> tuple[str, str]:
+    """The first problem pydantic found, as (dotted key path, one-line message)."""
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
@@ -629,247 +584,3 @@ def _first_error(err: ValidationError) -> tuple[str, str]:
             loc = f"{loc}.{head}" if loc else head
             msg = tail
     return loc, msg
-
-
-def database_url_problem(url: str) -> str | None:
-    """Why ``url`` is not a usable SQLAlchemy URL, or None. Checked at load time: the study storage is opened only
-    after Ray starts and the leaderboard only after the whole run, far too late to learn about a typo."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return "not a database URL (e.g. sqlite:///results/leaderboard.db or postgresql://host/db)"
-    try:
-        parsed.get_dialect()
-    except (NoSuchModuleError, ImportError):
-        return f"no SQLAlchemy dialect for {parsed.drivername!r}"
-    return None
-
-
-def _semantic_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
-    """Rules that span sections or need registries; each error is (key path, message)."""
-    from embedtune.features import family_errors
-    from embedtune.strategy import strategy_errors
-
-    errors: list[tuple[str, str]] = []
-    wf, labels = config.walk_forward, config.labels
-    if wf.purge_bars < labels.horizon:
-        errors.append(("walk_forward.purge_bars",
-                       f"purge {wf.purge_bars} is shorter than the label horizon {labels.horizon}: "
-                       "training labels would reach into the test segment"))
-    if wf.scheme == "cpcv" and wf.embargo_bars < labels.horizon - 1:
-        errors.append(("walk_forward.embargo_bars",
-                       f"embargo {wf.embargo_bars} is below label horizon - 1 = {labels.horizon - 1}: cpcv also "
-                       "trains on the samples right after each test group, and their labels would share bars with "
-                       "the test group's labels"))
-    model = config.model
-    needs_chains = model.type == "ensemble" and (model.chain.enabled or model.graph.enabled)
-    if needs_chains and config.data.option_chains == "none":
-        errors.append(("model.chain.enabled" if model.chain.enabled else "model.graph.enabled",
-                       "needs option chains: set data.option_chains to synthetic or a file"))
-    for group in model.groups:
-        if group not in config.features:
-            errors.append(("model.groups", f"{group!r} is not a family in features: {sorted(config.features)}"))
-    if model.fusion.order is not None and model.type == "ensemble":
-        unknown = sorted(set(model.fusion.order) - set(model.sources))
-        if unknown or sorted(model.fusion.order) != sorted(model.sources):
-            errors.append(("model.fusion.order", f"must order exactly the sources {model.sources}"))
-    for family, params in config.features.items():
-        for key, msg in family_errors(family, params):
-            errors.append((f"features.{family}" + (f".{key}" if key else ""), msg))
-    for key, msg in strategy_errors(config.strategy.name, config.strategy.params, Path(config.strategy.path)):
-        errors.append(("strategy.name" if key in ("", "name") else f"strategy.params.{key}", msg))
-    raw = config.model_dump(mode="json")
-    for dotted, param in config.search.space.items():
-        if dotted.split(".")[0] in PREPARED_ONCE:
-            errors.append((f"search.space.{dotted}", f"{dotted.split('.')[0]}.* is fixed for the whole experiment "
-                           "(data, labels and folds are prepared once, before the trials); run one experiment per "
-                           "value instead"))
-            continue
-        if dotted.split(".")[0] == "features":
-            continue  # feature_search_errors, below: family defaults are not in the dump, and values are precomputed
-        try:
-            current = get_path(raw, dotted)
-        except KeyError:
-            errors.append((f"search.space.{dotted}", "no such config key to search over"))
-            continue
-        if isinstance(current, (dict, list)):
-            errors.append((f"search.space.{dotted}", "names a section, not a value"))
-            continue
-        samples = param.values if param.type == "choice" else [param.low, param.high]
-        for sample in samples or []:
-            if param.type == "int":
-                sample = int(math.floor(sample))  # type: ignore[arg-type]
-            try:
-                config.with_overrides({dotted: sample})
-            except ValidationError as err:
-                _, msg = _first_error(err)
-                errors.append((f"search.space.{dotted}", f"value {sample!r} is invalid there: {msg}"))
-                break
-    errors += feature_search_errors(config)
-    urls = {"search.storage": config.search.storage, "output.leaderboard_db": config.output.leaderboard_db}
-    for key, url in urls.items():
-        problem = database_url_problem(url) if url is not None else None
-        if problem:
-            errors.append((key, problem))
-    from embedtune.tune.tracking import tracking_errors
-
-    errors += tracking_errors(config.output.tracking)
-    if config.search.max_concurrent > config.search.num_samples:
-        errors.append(("search.max_concurrent", "exceeds search.num_samples"))
-    if config.objective.metrics and config.search.scheduler.type == "asha":
-        errors.append(("search.scheduler.type", "ASHA needs a single objective; objective.metrics has several"))
-    if config.objective.metrics and config.search.sampler == "tpe" and len(config.objective.metrics) > 1:
-        errors.append(("search.sampler", "use nsga2 (or random) with several objective.metrics"))
-    return errors
-
-
-def _finite_values(param: SearchParam) -> list[Any]:
-    """The values a ``choice`` or ``int`` parameter can take (``int``: low..high inclusive, as Optuna samples it)."""
-    if param.type == "choice":
-        return list(param.values or [])
-    return list(range(int(param.low), int(param.high) + 1))  # type: ignore[arg-type]
-
-
-def _family_problem(family: str, params: dict[str, Any]) -> str | None:
-    from embedtune.features import family_errors
-
-    problems = family_errors(family, params)
-    if not problems:
-        return None
-    key, msg = problems[0]
-    msg = msg.removeprefix("Value error, ")
-    return f"{key}: {msg}" if key else msg
-
-
-def feature_search_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
-    """Problems with the ``features.<family>.<parameter>`` keys of ``search.space``, as (key path, message).
-
-    Each must name a parameter of a family in ``features`` and take a finite ``choice`` or ``int`` distribution
-    (every distinct feature configuration is precomputed once, before the trials: a continuous range cannot be), every
-    value must be valid for the family, the product of the choices may not exceed ``MAX_FEATURE_VARIANTS``, and every
-    combination of the values must be a valid family configuration.
-    """
-    from embedtune.features import FAMILIES
-
-    errors: list[tuple[str, str]] = []
-    searched: dict[str, list[Any]] = {}
-    for dotted, param in config.search.space.items():
-        parts = dotted.split(".")
-        if parts[0] != "features":
-            continue
-        key = f"search.space.{dotted}"
-        if len(parts) != 3:
-            errors.append((key, "search a feature parameter as features.<family>.<parameter>"))
-            continue
-        family, name = parts[1], parts[2]
-        if family not in config.features:
-            errors.append((key, f"{family!r} is not a family in features: {sorted(config.features)}"))
-            continue
-        known = FAMILIES[family].Params.model_fields if family in FAMILIES else {}
-        if name not in known:
-            errors.append((key, f"feature family {family!r} has no parameter {name!r}; known: {sorted(known)}"))
-            continue
-        if param.type not in ("choice", "int"):
-            errors.append((key, f"a feature parameter takes a finite 'choice' or 'int' distribution, not "
-                           f"'{param.type}': each distinct feature configuration is computed once, before the "
-                           "trials, so a continuous range cannot be"))
-            continue
-        width = int(param.high) - int(param.low) + 1 if param.type == "int" else 0  # type: ignore[arg-type]
-        if width > MAX_FEATURE_VARIANTS:
-            errors.append((key, f"an 'int' range of {width} values exceeds the {MAX_FEATURE_VARIANTS} feature "
-                           "configurations precomputed at most; search fewer values"))
-            continue
-        values = _finite_values(param)
-        for value in values:
-            problem = _family_problem(family, {**config.features[family], name: value})
-            if problem:
-                errors.append((key, f"value {value!r} is invalid there: {problem}"))
-                break
-        else:
-            searched[dotted] = values
-    if errors or not searched:
-        return errors
-    count = math.prod(len(v) for v in searched.values())
-    if count > MAX_FEATURE_VARIANTS:
-        sizes = " x ".join(f"{len(v)} ({k})" for k, v in searched.items())
-        return [(f"search.space.{next(iter(searched))}", f"the features.* choices make {sizes} = {count} feature "
-                 f"configurations, each precomputed before the trials; at most {MAX_FEATURE_VARIANTS}: search fewer "
-                 "feature values")]
-    for spec, combination in _feature_combinations(config.features, searched):
-        for family, params in spec.items():
-            problem = _family_problem(family, params)
-            if problem:
-                mine = [k for k in combination if k.split(".")[1] == family]
-                if not mine:  # the config's own family is invalid: _semantic_errors names it
-                    return [(f"features.{family}", problem)]
-                shown = ", ".join(f"{k}={combination[k]!r}" for k in mine)
-                return [(f"search.space.{mine[0]}", f"the combination {shown} is invalid: {problem}")]
-    return errors
-
-
-def _feature_combinations(base: dict[str, dict[str, Any]], searched: dict[str, list[Any]]
-                          ) -> list[tuple[dict[str, dict[str, Any]], dict[str, Any]]]:
-    """(features spec, the searched values that made it) for every combination of the searched values."""
-    import itertools
-
-    out = []
-    for values in itertools.product(*searched.values()):
-        combination = dict(zip(searched, values))
-        spec = copy.deepcopy(base)
-        for dotted, value in combination.items():
-            set_path(spec, dotted.removeprefix("features."), value)
-        out.append((spec, combination))
-    return out
-
-
-def feature_variants(config: ExperimentConfig) -> list[dict[str, dict[str, Any]]]:
-    """Every ``features`` spec a trial of this experiment can run: the config's own first (baselines and ablation
-    variants run it), then one per combination of the searched ``features.*`` values, in search-space order; may
-    repeat a configuration (the caller keys them canonically). Assumes ``feature_search_errors`` found nothing."""
-    searched = {dotted: _finite_values(param) for dotted, param in config.search.space.items()
-                if dotted.split(".")[0] == "features"}
-    specs = [copy.deepcopy(config.features)]
-    if searched:
-        specs += [spec for spec, _ in _feature_combinations(config.features, searched)]
-    return specs
-
-
-def parse_config(raw: Any, path: str = "<config>") -> ExperimentConfig:
-    """Validate a parsed YAML document; raises ``ConfigError`` naming the first bad key path."""
-    if not isinstance(raw, dict):
-        raise ConfigError(path, "", "the file must hold a mapping of sections")
-    try:
-        config = ExperimentConfig.model_validate(raw)
-    except ValidationError as err:
-        key, msg = _first_error(err)
-        raise ConfigError(path, key, msg) from None
-    errors = _semantic_errors(config)
-    if errors:
-        key, msg = errors[0]
-        raise ConfigError(path, key, msg)
-    return config
-
-
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read one experiment file with a safe YAML loader and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), "", "no such file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise ConfigError(str(path), "", f"not UTF-8 text: byte {err.object[err.start]:#04x} at offset {err.start}"
-                          ) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(str(path), "", f"invalid YAML: {where}{problem}") from None
-    return parse_config(raw, str(path))
-
-
-def dump_config(config: ExperimentConfig) -> str:
-    return yaml.safe_dump(copy.deepcopy(config.model_dump(mode="json")), sort_keys=False)
