@@ -1,4 +1,4 @@
-"""Result bundles for the leaderboard and report tests, written with the files and columns ``experiment.write_bundle``
+"""Result bundles for the leaderboard and report tests, written with the files and columns ``bundle.writer.write_bundle``
 produces (ranked_table over TrialRecords, real OOS frames) but without running Ray, so each test takes milliseconds."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from embedtune.leaderboard.bundle import period_stats
+from embedtune.bundle.reader import period_stats
 from embedtune.leaderboard.records import TrialRecord, ranked_table
 
 BARS_PER_FOLD = 60

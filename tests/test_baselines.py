@@ -16,7 +16,7 @@ from embedtune.config import load_config
 from embedtune.dataset import prepare
 from embedtune.evaluation import evaluate_oos
 from embedtune.experiment import load_plugin, run_experiment
-from embedtune.train.loop import PREDICTION_COLUMNS
+from embedtune.labels import PREDICTION_COLUMNS
 from embedtune.trial_ensemble import average_predictions
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def test_the_ensemble_row_is_the_backtest_of_its_members_mean_predictions(experi
     frames = [pd.read_parquet(Path(manifest["trials"][m]["checkpoint"]) / "predictions.parquet") for m in members]
     plain = sum(f[list(PREDICTION_COLUMNS)] for f in frames) / len(frames)
     cfg = load_config(config)
-    data = prepare(cfg, str(config)).search_view()
+    data = prepare(cfg).search_view()
     expected = evaluate_oos(cfg, data, plain, load_plugin(cfg)).metrics
     table = pd.read_csv(result.leaderboard_csv).set_index("trial")
     for metric in ("sharpe", "total_return", "max_drawdown", "n_trades"):

@@ -15,7 +15,8 @@ from embedtune.config import LightGBMConfig, LinearConfig, ModelConfig, load_con
 from embedtune.dataset import prepare
 from embedtune.models.classical import COLUMNS, ClassicalModel, fit_classical
 from embedtune.train.classical import fit_classical_fold
-from embedtune.train.loop import PREDICTION_COLUMNS, fold_train
+from embedtune.labels import PREDICTION_COLUMNS
+from embedtune.train.outcome import fold_train
 
 N_FIT, N_VAL, N_TEST, D = 600, 200, 400, 6
 
@@ -47,7 +48,7 @@ def fit(kind: str, x: np.ndarray, y: np.ndarray, seed: int = 0, **cfg) -> Classi
 
 
 def test_columns_are_the_training_loops() -> None:
-    assert COLUMNS == PREDICTION_COLUMNS
+    assert list(COLUMNS) == list(PREDICTION_COLUMNS)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -183,7 +184,7 @@ def test_a_fold_predicts_its_test_bars_and_never_reads_past_its_training_labels(
     fold = data.folds[1]
     outcome = fit_classical_fold(cfg, data, fold, seed=5)
     assert outcome.predictions.index.equals(data.index[fold.test])
-    assert list(outcome.predictions.columns) == PREDICTION_COLUMNS
+    assert list(outcome.predictions.columns) == list(PREDICTION_COLUMNS)
     assert outcome.fold == fold.index and len(outcome.train_loss) == 1 and np.isfinite(outcome.train_loss[0])
     np.testing.assert_allclose(outcome.predictions[["p_down", "p_neutral", "p_up"]].sum(axis=1), 1.0, atol=1e-12)
     assert {"direction_accuracy", "volatility_corr", "epochs_run"} <= set(outcome.heads)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from embedtune.config import dump_config, load_config, parse_config
+from embedtune.config import attached_to, dump_config, load_config, parse_config
 from embedtune.errors import ConfigError
 
 QUICKSTART = Path("configs/quickstart.yaml")
@@ -107,9 +107,10 @@ def test_missing_edge_kind_and_empty_chain_fail_in_the_driver(tmp_path: Path) ->
     raw = quickstart()
     raw["data"]["chain_generator"]["n_expiries"] = 1  # one expiry: no calendar edges can exist
     cfg = parse_config(raw, "ens.yaml")
-    with pytest.raises(ConfigError) as info:
-        prepare(cfg, "ens.yaml")
+    with pytest.raises(ConfigError) as info, attached_to("ens.yaml"):
+        prepare(cfg)
     assert info.value.key == "model.graph.required_edge_kinds" and "calendar" in info.value.message
+    assert info.value.path == "ens.yaml"  # attached by the caller that read the file, not threaded through prepare
 
     import pandas as pd
 
@@ -121,7 +122,7 @@ def test_missing_edge_kind_and_empty_chain_fail_in_the_driver(tmp_path: Path) ->
     raw = quickstart()
     raw["data"]["option_chains"] = str(empty)
     with pytest.raises(DataError, match="no data rows") as err:
-        prepare(parse_config(raw, "ens.yaml"), "ens.yaml")
+        prepare(parse_config(raw, "ens.yaml"))
     assert err.value.path == str(empty) and "\n" not in str(err.value)
 
 

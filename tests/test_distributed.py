@@ -19,7 +19,7 @@ from embedtune.config import load_config
 from embedtune.data.bundled import load_bundled
 from embedtune.data.market import MarketData
 from embedtune.dataset import prepare
-from embedtune.train.loop import fit_fold
+from embedtune.train.fold import fit_fold
 
 OVERRIDES = {
     "training.epochs": 3, "training.batch_size": 30, "walk_forward.n_folds": 1, "walk_forward.test_bars": 60,
@@ -52,7 +52,7 @@ RANK_SCRIPT = textwrap.dedent("""
     import os, sys, torch, torch.distributed as dist
     sys.path.insert(0, {tests!r})
     from test_distributed import setup
-    from embedtune.train.loop import fit_fold
+    from embedtune.train.fold import fit_fold
     dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
     cfg, data = setup()
     out = fit_fold(cfg, data, data.folds[0], seed=5)

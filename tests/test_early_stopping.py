@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import embedtune.train.loop as loop
+import embedtune.train.fold as fold_fit
 from embedtune.config import ExperimentConfig, parse_config
 from embedtune.data.synthetic_market import generate_market
 from embedtune.dataset import PreparedData, prepare
@@ -22,7 +22,9 @@ from embedtune.evaluation import head_metrics
 from embedtune.leaderboard.records import COLLAPSED_SHARE, trial_flags
 from embedtune.models.heads import multitask_loss
 from embedtune.train.data import WindowDataset
-from embedtune.train.loop import PREDICTION_COLUMNS, EarlyStopping, FoldOutcome, fit_fold, fold_train
+from embedtune.labels import PREDICTION_COLUMNS
+from embedtune.train.fold import EarlyStopping, fit_fold
+from embedtune.train.outcome import FoldOutcome, fold_train
 from embedtune.train.validation import split_validation
 
 CONFIG: dict[str, Any] = {
@@ -61,7 +63,7 @@ def recorded(setup) -> tuple[FoldOutcome, list[float], dict[int, dict[str, Any]]
     cfg, data = setup
     losses: list[float] = []
     states: dict[int, dict[str, Any]] = {}
-    real = loop.validation_loss
+    real = fold_fit.validation_loss
 
     def recording(*args: Any, **kwargs: Any) -> float:
         losses.append(real(*args, **kwargs))
@@ -74,13 +76,13 @@ def recorded(setup) -> tuple[FoldOutcome, list[float], dict[int, dict[str, Any]]
         states[epoch] = torch.load(buffer, weights_only=True)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "validation_loss", recording)
+        patch.setattr(fold_fit, "validation_loss", recording)
         outcome = fit_fold(cfg, data, data.folds[0], seed=SEED, on_epoch=keep)
     return outcome, losses, states
 
 
 def recomputed_validation_loss(cfg: ExperimentConfig, data: PreparedData, outcome: FoldOutcome) -> float:
-    """The validation loss of the returned model, from the definitions (not ``loop.validation_loss``)."""
+    """The validation loss of the returned model, from the definitions (not ``fold_fit.validation_loss``)."""
     scaler = outcome.scaler
     assert scaler is not None
     features = torch.from_numpy(scaler.features(data.features))
@@ -250,9 +252,9 @@ def batch(seed: int = 1) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 
 def test_balanced_class_weights_and_label_smoothing_are_the_written_out_cross_entropy() -> None:
     direction = np.array([0, 2, 2, 1, 2, 2, 0, 2])
-    weights = loop.balanced_direction_weights(direction)
+    weights = fold_fit.balanced_direction_weights(direction)
     np.testing.assert_allclose(weights.numpy(), [8 / (3 * 2), 8 / (3 * 1), 8 / (3 * 5)], rtol=1e-6)
-    absent = loop.balanced_direction_weights(np.array([0, 0, 2]))
+    absent = fold_fit.balanced_direction_weights(np.array([0, 0, 2]))
     np.testing.assert_allclose(absent.numpy(), [3 / (3 * 2), 1.0, 3 / (3 * 1)], rtol=1e-6)
     assert torch.isfinite(absent).all()
 

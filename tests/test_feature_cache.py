@@ -54,7 +54,7 @@ def _copy_features(tmp_path: Path, name: str) -> Path:
 def test_code_digest_covers_every_module_of_the_package_and_what_it_imports(tmp_path: Path) -> None:
     real = cache_module.code_digest(cache_module.FEATURES_DIR)
     assert cache_module.code_digest(_copy_features(tmp_path, "same")) == real  # relative paths + bytes only
-    for helper in ("base.py", "_base.py", "options.py", "nb.py", "microstructure_nb.py", "calendar_data.py"):
+    for helper in ("base.py", "family.py", "options_family.py", "nb.py", "calendar_data.py"):
         edited = _copy_features(tmp_path, helper.replace(".", "_"))
         (edited / helper).write_text((edited / helper).read_text() + "\n# edited\n")
         assert cache_module.code_digest(edited) != real, helper
@@ -64,7 +64,8 @@ def test_code_digest_covers_every_module_of_the_package_and_what_it_imports(tmp_
 
     # Modules outside the package that the features import, also lazily inside a function, transitively.
     names = {name for name, _ in cache_module.code_sources(cache_module.FEATURES_DIR)}
-    assert {"embedtune.data.market", "embedtune.errors", "embedtune.data", "embedtune"} <= names
+    assert {"embedtune.data.market", "embedtune.errors", "embedtune.data", "embedtune", "embedtune.options.iv",
+            "embedtune.options.nb"} <= names
     lazy = _copy_features(tmp_path, "lazy")
     (lazy / "extra_helper.py").write_text("def f():\n    from ..data import synthetic_options\n")
     lazy_names = {name for name, _ in cache_module.code_sources(lazy)}

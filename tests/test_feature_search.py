@@ -176,7 +176,7 @@ def test_prepare_refuses_a_feature_search_that_skipped_validation(tmp_path: Path
     cfg = ExperimentConfig.model_validate(raw)  # no _semantic_errors: as a config built in code
     cfg = cfg.with_overrides({"search.space": {LEVELS: {"type": "loguniform", "low": 1, "high": 3}}})
     with pytest.raises(ConfigError) as info:
-        prepare(cfg, "exp.yaml")
+        prepare(cfg)
     assert info.value.key == f"search.space.{LEVELS}"
 
 

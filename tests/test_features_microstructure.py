@@ -15,9 +15,10 @@ from embedtune.data.synthetic_market import generate_market
 from embedtune.data.synthetic_trades import TradeStream, aggregate_to_bars, generate_quote_trade_stream
 from embedtune.features import FAMILIES, family_errors
 from embedtune.features.microstructure import (
-    MicrostructureFeatures, MicrostructureParams, assign_bars, corwin_schultz_spread, fit_pin, kyle_lambda,
-    order_flow_imbalance, pin_log_likelihood, quote_features, roll_spread, trade_sides, vpin,
+    MicrostructureFeatures, MicrostructureParams, assign_bars, corwin_schultz_spread, kyle_lambda,
+    order_flow_imbalance, quote_features, roll_spread, trade_sides, vpin,
 )
+from embedtune.features.pin import fit_pin, pin_log_likelihood
 
 #: Small windows so every column is defined within a few hundred bars.
 SMALL = dict(bvc_window=10, spread_window=10, amihud_window=10, flow_window=10, kyle_window=10, vpin_buckets=5,

@@ -10,6 +10,7 @@ from scipy import stats
 
 from embedtune.data.market import MarketData
 from embedtune.features import family_errors
+from embedtune.features import wavelet
 from embedtune.features.wavelet import STATS, WaveletFeatures, WaveletParams, band_names
 
 
@@ -101,3 +102,16 @@ def test_levels_are_validated_against_dwt_max_level() -> None:
     assert len(errors) == 1 and "dwt_max_level" in errors[0][1]
     assert family_errors("wavelet", {"levles": 3})[0][0] == "levles"
     assert family_errors("wavelet", {"window": 64, "levels": 3}) == []
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_chunked_decomposition_equals_one_call_bit_for_bit(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CHUNK_WINDOWS only bounds the working set: a few thousand bars in one wavedec call or in many small ones.
+    market = _market(n=3000, seed=3)
+    params = WaveletParams()
+    monkeypatch.setattr(wavelet, "CHUNK_WINDOWS", 1 << 20)
+    whole = WaveletFeatures(params).compute(market)
+    monkeypatch.setattr(wavelet, "CHUNK_WINDOWS", chunk)
+    chunked = WaveletFeatures(params).compute(market)
+    assert whole.iloc[params.window + 1 :].notna().any(axis=None)
+    np.testing.assert_array_equal(chunked.to_numpy(), whole.to_numpy())

@@ -89,7 +89,7 @@ def test_data_price_in_a_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     config.write_text(yaml.safe_dump({"name": "adjusted", "data": {"source": "bundled:goog_daily",
                                                                     "price": "adj_close"}}))
     with pytest.raises(ConfigError) as err:
-        load_market(load_config(config).data, str(config))
+        load_market(load_config(config).data)
     assert err.value.key == "data.price" and "adj_close" in str(err.value)
     assert main(["validate-config", str(config)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -55,7 +55,7 @@ def test_every_search_fold_ends_before_the_lockbox(scheme: str) -> None:
         overrides = {"walk_forward": {"scheme": "cpcv", "n_groups": 5, "n_test_groups": 2, "purge_bars": 5,
                                       "embargo_bars": 4}}
     cfg = load_config(TINY).with_overrides(overrides)
-    data = prepare(cfg, str(TINY))
+    data = prepare(cfg)
     holdout = data.holdout
     assert holdout is not None
     n_samples = len(data.bars) - data.first_sample
@@ -83,8 +83,8 @@ def test_changing_the_holdout_bars_changes_nothing_the_search_gets(seed: int) ->
     from embedtune.dataset import prepare
 
     cfg = load_config(TINY).with_overrides({"features": {"base": {}, "wavelet": {"window": 32, "levels": 2}}})
-    market = load_market(cfg.data, str(TINY))
-    data = prepare(cfg, str(TINY), market=market)
+    market = load_market(cfg.data)
+    data = prepare(cfg, market=market)
     start = int(data.holdout.test[0])  # type: ignore[union-attr]
     bars = market.bars.copy()
     rng = np.random.default_rng(seed)
@@ -94,8 +94,7 @@ def test_changing_the_holdout_bars_changes_nothing_the_search_gets(seed: int) ->
     bars.iloc[start:, bars.columns.get_loc("volume")] = bars["volume"].iloc[start:].to_numpy()[::-1]
     from dataclasses import replace
 
-    changed = prepare(cfg.with_overrides({"output.feature_cache": None}), str(TINY),
-                      market=replace(market, bars=bars))
+    changed = prepare(cfg.with_overrides({"output.feature_cache": None}), market=replace(market, bars=bars))
     a, b = data.search_view(), changed.search_view()
     pd.testing.assert_frame_equal(a.bars, b.bars)
     np.testing.assert_array_equal(a.features, b.features)
@@ -114,10 +113,10 @@ def test_holdout_config_errors() -> None:
 
     raw["walk_forward"]["holdout_bars"] = 850
     with pytest.raises(ConfigError, match="walk_forward.holdout_bars: .*leaves no sample"):
-        prepare(parse_config(raw), "tiny.yaml")
+        prepare(parse_config(raw))
     raw["walk_forward"]["holdout_bars"] = 400  # the folds no longer fit before it: the message names the lockbox
     with pytest.raises(ConfigError, match="walk_forward: .*407 held out by walk_forward.holdout_bars"):
-        prepare(parse_config(raw), "tiny.yaml")
+        prepare(parse_config(raw))
 
 
 @pytest.mark.slow
@@ -138,7 +137,7 @@ def test_the_lockbox_is_opened_once_for_the_top_trials_and_the_baseline(tmp_path
     cfg = load_config(config)
     from embedtune.dataset import prepare
 
-    data = prepare(cfg, str(config))
+    data = prepare(cfg)
     assert holdout["start"] == str(data.index[int(data.holdout.test[0])]) and holdout["bars"] == len(data.holdout.test)
     assert manifest["selection"]["n_trials"] == 4  # three searched trials and the baseline, all on the search data
     # The holdout Sharpe of each evaluated trial equals an independent computation from its stored holdout returns.

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedtune.leaderboard.bundle import read_bundle
+from embedtune.bundle.reader import read_bundle
 from embedtune.report.analysis import monthly_returns, param_importance, pareto_front, underwater
 from embedtune.report.html import BANNER_ID, CHART_IDS, write_html_report
 from headless import CHROMIUM, SKIP_REASON, chromium

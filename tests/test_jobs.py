@@ -110,7 +110,7 @@ def test_backtest_reproduces_the_models_own_out_of_sample_predictions(train_bund
     """On exactly the bars it was trained on, the saved model predicts its last fold's test block bit for bit as
     the trial did: same features, scaler, window alignment and weights."""
     from embedtune.data.bundled import load_bundled
-    from embedtune.ops import backtest_saved_model
+    from embedtune.saved_backtest import backtest_saved_model
     from embedtune.saved_model import bundle_checkpoint
 
     bars = load_bundled("goog_daily").bars.loc["2010-01-01":]  # tiny.yaml's data.start

@@ -27,8 +27,8 @@ from sqlalchemy import create_engine, func, select, text
 
 from embedtune import cli
 from embedtune.errors import EXIT_USER_ERROR, EmbedtuneError
-from embedtune.leaderboard.bundle import STORED_METRICS, BundleError
-from embedtune.leaderboard.cli import add_leaderboard_parser
+from embedtune.bundle.reader import STORED_METRICS, BundleError
+from embedtune.cli.leaderboard import add_leaderboard_parser
 from embedtune.leaderboard.schema import experiments, trials
 from embedtune.leaderboard.store import LeaderboardError, LeaderboardStore
 from leaderboard_bundles import make_bundle
@@ -374,6 +374,15 @@ def test_real_tiny_experiment_bundle(tmp_path: Path) -> None:
     csv = pd.read_csv(result.leaderboard_csv, dtype={"trial": str})
     assert got["trial"].tolist() == csv["trial"].tolist()
     assert got["sharpe"].tolist() == pytest.approx(csv["sharpe"].tolist(), nan_ok=True)
+    # Every status written, to the CSV, the database and the manifest, is a TrialStatus.
+    from embedtune.trial_state import TrialStatus
+
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    written = set(csv["status"]) | set(got["status"]) | {t["status"] for t in manifest["trials"].values()}
+    assert written and written <= {s.value for s in TrialStatus}, written
+    # Searched trials are numbered in the order their searcher proposed them: t000, t001, ... with no gap.
+    searched = sorted(t for t in csv["trial"] if t.startswith("t") and t[1:].isdigit())
+    assert searched == [f"t{i:03d}" for i in range(len(searched))]
     done = got[got["status"] == "done"]
     assert all(len(f) == len(json.loads((result.run_dir / "manifest.json").read_text())["folds"])
                for f in done["fold_metrics"])

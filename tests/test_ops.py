@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
+from embedtune.cli.model import main
 from embedtune.config import dump_config, load_config, parse_config
-from embedtune.ops import TRAIN_OVERRIDES, backtest_saved_model, main
+from embedtune.saved_backtest import backtest_saved_model
+from embedtune.train_only import TRAIN_OVERRIDES
 
 TINY = "tests/configs/tiny.yaml"
 
@@ -33,7 +35,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from embedtune.train.data import FoldScaler
 
     cfg = load_config(TINY)
-    data = prepare(cfg, TINY)
+    data = prepare(cfg)
     fold = data.folds[-1]
     train = fold.train[~np.isnan(data.labels[fold.train]).any(axis=1)]
     scaler = FoldScaler.fit(data.features, data.labels, train, cfg.model.window)

@@ -2,6 +2,8 @@
 codes, SABR recovery, Dupire on known surfaces, risk helpers, and the causal ``options`` feature family."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,12 +12,13 @@ from pydantic import ValidationError
 from embedtune.data.market import MarketData
 from embedtune.errors import DataError
 from embedtune.features import FAMILIES, build_family, family_errors
-from embedtune.features.options import (
+from embedtune.options import (
     IVReason, atm_vol_at_tenor, bs_cross_greeks, bs_greeks, bs_price, fit_sabr, greeks_momentum, implied_vol,
     local_vol_dupire, max_drawdown_potential, option_flow, option_underlying_correlation, position_var, sabr_vol,
     smile_params, term_structure_slope,
 )
 from embedtune.features.options_family import ChainReason, OptionsFeatures, OptionsParams
+from embedtune.options import pricing
 
 RATE, DIV = 0.03, 0.01
 
@@ -101,6 +104,62 @@ def test_greeks_at_expiry_and_invalid_inputs() -> None:
     assert all(np.isnan(g[name][2]) for name in g)
     with pytest.raises(ValueError, match="right"):
         bs_greeks(100.0, 100.0, 1.0, RATE, DIV, 0.2, "X")
+
+
+def _textbook_greeks(s: float, k: float, t: float, r: float, q: float, v: float, right: str) -> dict[str, tuple]:
+    """Hull's closed forms for one option with the math module: each Greek as (value, scale of its terms)."""
+    n = lambda x: 0.5 * math.erfc(-x / math.sqrt(2.0))  # noqa: E731
+    d1 = (math.log(s / k) + (r - q + 0.5 * v * v) * t) / (v * math.sqrt(t))
+    d2 = d1 - v * math.sqrt(t)
+    pdf = math.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi)
+    decay = s * pdf * v * math.exp(-q * t) / (2.0 * math.sqrt(t))
+    if right == "C":
+        carry = (q * s * math.exp(-q * t) * n(d1), -r * k * math.exp(-r * t) * n(d2))
+        delta, rho = math.exp(-q * t) * n(d1), k * t * math.exp(-r * t) * n(d2)
+    else:
+        carry = (-q * s * math.exp(-q * t) * n(-d1), r * k * math.exp(-r * t) * n(-d2))
+        delta, rho = -math.exp(-q * t) * n(-d1), -k * t * math.exp(-r * t) * n(-d2)
+    theta = -decay + carry[0] + carry[1]
+    return {"delta": (delta, abs(delta)), "gamma": (pdf * math.exp(-q * t) / (s * v * math.sqrt(t)), 0.0),
+            "theta": (theta, abs(decay) + abs(carry[0]) + abs(carry[1])),
+            "vega": (s * math.exp(-q * t) * pdf * math.sqrt(t), 0.0), "rho": (rho, 0.0)}
+
+
+def test_greeks_match_a_textbook_reference_to_1e12() -> None:
+    # Very short to long expiries, deep ITM to deep OTM, q > 0 and negative rates, calls and puts.
+    grid = np.array(np.meshgrid(100.0, [20.0, 50.0, 80.0, 99.0, 100.0, 101.0, 125.0, 200.0, 500.0],
+                                [1e-6, 1 / (365 * 24), 1 / 365, 0.1, 1.0, 5.0, 30.0], [-0.01, 0.0, 0.05],
+                                [0.0, 0.03, 0.08], [0.02, 0.2, 1.0, 3.0], [1.0, -1.0])).reshape(7, -1)
+    s, k, t, r, q, v, w = grid
+    right = np.where(w > 0, "C", "P")
+    g = bs_greeks(s, k, t, r, q, v, right)
+    for i in range(s.size):
+        ref = _textbook_greeks(s[i], k[i], t[i], r[i], q[i], v[i], right[i])
+        for name, (value, terms) in ref.items():
+            # 1e-12 relative; theta sums terms of both signs, so relative to their size; below 1e-290 the values
+            # are subnormal (the reference's erfc and scipy's ndtr flush at slightly different points).
+            tol = 1e-12 * max(abs(value), terms) + 1e-290
+            assert abs(g[name][i] - value) <= tol, (name, s[i], k[i], t[i], r[i], q[i], v[i], right[i],
+                                                    g[name][i], value)
+
+
+def test_blocked_greeks_equal_the_masked_reference_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small blocks so a few thousand options span many blocks, some of them with degenerate/invalid options in it.
+    monkeypatch.setattr(pricing, "_BLOCK", 7)
+    values = ([100.0, 0.0, -5.0, np.nan, np.inf, 50.0], [100.0, 0.0, -5.0, np.nan, 1e-3, 1e5, 80.0],
+              [1.0, 0.0, -0.0, -1.0, np.nan, np.inf, 1e-12, 30.0], [0.03, -0.01, np.nan], [0.01, 0.0, 0.5],
+              [0.2, 0.0, -0.2, np.nan, np.inf, 1e-9, 5.0], ["C", "P"])
+    idx = np.array(np.meshgrid(*(np.arange(len(x)) for x in values))).reshape(7, -1)
+    cols = [np.asarray(x)[i] for x, i in zip(values, idx)]
+    assert cols[0].size > 5000
+    for args in (cols, [c[::3] for c in cols], [100.0, cols[1][:40, None], [[0.1, 0.5, 0.0]], 0.03, 0.0, 0.2, "C"],
+                 [100.0, 90.0, 0.5, 0.03, 0.0, 0.2, "P"]):
+        with np.errstate(all="ignore"):
+            fast, ref = bs_greeks(*args), pricing._bs_greeks_masked(*args)
+        for name in ref:
+            assert fast[name].shape == ref[name].shape
+            np.testing.assert_array_equal(fast[name], ref[name], err_msg=name)
+            np.testing.assert_array_equal(np.signbit(fast[name]), np.signbit(ref[name]), err_msg=name)
 
 
 # --------------------------------------------------------------------------------------------------------------------

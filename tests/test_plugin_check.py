@@ -50,7 +50,7 @@ def write_plugin(folder: Path, name: str, body: str, requires: tuple[str, ...] =
 
 @pytest.fixture(scope="module")
 def data() -> PreparedData:
-    return prepare(load_config(TINY), TINY)
+    return prepare(load_config(TINY))
 
 
 def span(data: PreparedData) -> tuple[pd.DatetimeIndex, list[int]]:

@@ -278,3 +278,45 @@ def test_sweep_metrics_equal_vectorbt_accessors() -> None:
         values = values.to_numpy(dtype=float)
         np.testing.assert_allclose(got[name].to_numpy(), np.where(np.isfinite(values), values, np.nan),
                                    rtol=1e-12, err_msg=name)
+
+
+def _whole_series_grid(target: np.ndarray, open_: np.ndarray, column: int, rows: int) -> tuple[np.ndarray, ...]:
+    """The grid of one regular column as ``fill_order_grid_nb`` built it before it flagged changes in blocks: one
+    flag array over the whole series, then compaction."""
+    n = len(target)
+    values = target[:, column]
+    first = int(np.argmax(~np.isnan(values[: n - 1]))) if (~np.isnan(values[: n - 1])).any() else n - 1
+    changed = np.zeros(n + 1, dtype=np.int64)
+    changed[1 : n - 1] = values[1 : n - 1] != values[: n - 2]
+    changed[first] = 1
+    bars = np.arange(first, n - 1)[changed[first : n - 1].astype(bool)] + 1
+    size, price, bar = np.full(rows, np.nan), np.full(rows, np.nan), np.full(rows, -1, dtype=np.int64)
+    size[: len(bars)], price[: len(bars)], bar[: len(bars)] = values[bars - 1], open_[bars], bars
+    return size, price, bar
+
+
+def test_blocked_order_grid_equals_whole_series_flags() -> None:
+    """fill_order_grid_nb flags changes a block of bars at a time; the grid must not depend on the block size."""
+    from embedtune.backtest.nb import GRID_BLOCK, fill_order_grid_nb, order_counts_nb
+
+    bars = _bars(n=3000, seed=21)
+    targets = _sweep_targets(bars.index, 30, seed=22)
+    values = targets.to_numpy(dtype=np.float64)
+    open_ = bars["open"].to_numpy()
+    counts, irregular, valid = order_counts_nb(values, 1e-9)
+    assert valid and (~irregular).sum() >= 10
+    rows = int(counts.max())
+    grid_start = np.arange(values.shape[1], dtype=np.int64) * (rows + 1)
+    grid_rows = np.full(values.shape[1], rows, dtype=np.int64)
+    grids = {}
+    for block in (1, 7, 1000, GRID_BLOCK, len(values) + 5):
+        size, price, bar = np.empty(grid_start[-1] + rows + 1), np.empty(grid_start[-1] + rows + 1), \
+            np.empty(grid_start[-1] + rows + 1, dtype=np.int64)
+        fill_order_grid_nb(values, open_, irregular, grid_start, grid_rows, size, price, bar, block)
+        grids[block] = [a.reshape(-1, rows + 1)[:, :rows] for a in (size, price, bar)]  # without the spare slot
+    for block, grid in grids.items():
+        for got, want in zip(grid, grids[1]):
+            np.testing.assert_array_equal(got, want, err_msg=f"block {block}")
+    for column in np.flatnonzero(~irregular):
+        for got, want in zip((g[column] for g in grids[GRID_BLOCK]), _whole_series_grid(values, open_, column, rows)):
+            np.testing.assert_array_equal(got, want, err_msg=f"column {column}")

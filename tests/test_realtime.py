@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from embedtune.cli.replay import add_replay_parser
 from embedtune.config import ExperimentConfig, dump_config
 from embedtune.data.bundled import load_bundled
 from embedtune.data.market import MarketData
@@ -33,7 +34,8 @@ from embedtune.realtime.enhancer import RealTimeEnhancer
 from embedtune.realtime.model import FeatureScaler, ModelBundleError, ModelRunner, load_bundle
 from embedtune.realtime.monitor import (ABRouter, DriftReference, mmd2_rbf, psi, psi_from_proportions,
                                         permutation_importance)
-from embedtune.realtime.replay import Progress, add_replay_parser, bar_ticks, replay
+from embedtune.realtime.replay import replay
+from embedtune.realtime.serving import Progress, bar_ticks
 from embedtune.realtime.ticks import Tick
 
 TOL = 1e-9

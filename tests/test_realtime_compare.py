@@ -22,7 +22,8 @@ from embedtune.realtime import compare_bundle
 from embedtune.realtime.adaptive import RegimeDetector
 from embedtune.realtime.compare import EXPERIMENT, compare_adaptive_static, replay_variants
 from embedtune.realtime.config import AdaptiveConfig
-from embedtune.realtime.replay import add_replay_parser, load_serving
+from embedtune.cli.replay import add_replay_parser
+from embedtune.realtime.serving import load_serving
 from embedtune.report.html import BANNER_ID, write_html_report
 
 #: A detector that settles within a few hundred hourly bars, so short streams switch regimes.

@@ -335,7 +335,7 @@ def test_production_code_never_deserializes_unsafely() -> None:
 
 def test_config_loader_is_yaml_safe_load() -> None:
     """The one function every command uses to read an experiment file parses with ``yaml.safe_load``."""
-    from embedtune import config
+    from embedtune.config import loading as config
 
     tree = ast.parse(Path(config.__file__).read_text())
     loader = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "load_config")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from embedtune.leaderboard.bundle import read_bundle
+from embedtune.bundle.reader import read_bundle
 from embedtune.leaderboard.summary import WIDTH, end_of_run_summary, short_name
 from leaderboard_bundles import make_bundle
 

@@ -18,11 +18,12 @@ from embedtune.backtest.splits import (CPCVLayout, Fold, Holdout, combinatorial_
                                        holdout_size, holdout_split, walk_forward_folds)
 from embedtune.chains.graph import build_graphs
 from embedtune.chains.tensorize import ChainTensors, tensorize_chains
-from embedtune.config import ExperimentConfig, feature_search_errors, feature_variants
+from embedtune.config.feature_search import feature_search_errors, feature_variants
+from embedtune.config.schema import ExperimentConfig
 from embedtune.data.market import MarketData
 from embedtune.data.sources import load_market
 from embedtune.errors import ConfigError
-from embedtune.features._base import features_key
+from embedtune.features.family import features_key
 from embedtune.features.cache import FeatureCache
 from embedtune.features.compute import compute_features
 from embedtune.labels import LABEL_COLUMNS, make_labels
@@ -149,16 +150,16 @@ class PreparedData:
         return replace(self, features=self.features[:, keep], feature_names=[self.feature_names[i] for i in keep])
 
 
-def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: MarketData | None = None) -> PreparedData:
-    market = market if market is not None else load_market(cfg.data, config_path)
+def prepare(cfg: ExperimentConfig, market: MarketData | None = None) -> PreparedData:
+    market = market if market is not None else load_market(cfg.data)
     cache = FeatureCache(Path(cfg.output.feature_cache)) if cfg.output.feature_cache else None
-    features, empty, warmup, variants = feature_inputs(cfg, market, cache, config_path)
+    features, empty, warmup, variants = feature_inputs(cfg, market, cache)
     own = next(iter(variants.values()))  # the config's own features: baselines, ablation variants, the manifest
     labels = make_labels(market.bars, cfg.labels)
     first_sample = warmup + cfg.model.window - 1
     wf = cfg.walk_forward
     try:
-        holdout = lockbox(cfg, len(features), first_sample, config_path)
+        holdout = lockbox(cfg, len(features), first_sample)
     except ConfigError as err:  # report the folds' own problem first, if they do not fit even without a lockbox
         holdout, lockbox_error = None, err
     else:
@@ -168,7 +169,7 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
     cpcv = None
     try:
         if wf.scheme == "cpcv":
-            _check_cpcv_groups(cfg, n_samples, len(features), first_sample, config_path)
+            _check_cpcv_groups(cfg, n_samples, len(features), first_sample)
             folds = combinatorial_purged_folds(
                 n_samples, n_groups=wf.n_groups, n_test_groups=wf.n_test_groups, purge=wf.purge_bars,
                 embargo=wf.embargo_bars, horizon=cfg.labels.horizon,
@@ -182,14 +183,14 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
     except ValueError as err:
         held = (f", {len(features) - search_end} held out by walk_forward.holdout_bars (lower it, or 0 for no "
                 "lockbox, or shrink the folds)") if holdout is not None else ""
-        raise ConfigError(config_path, "walk_forward",
+        raise ConfigError("walk_forward",
                           f"{err} (data has {len(features)} bars, {n_samples} for the search after a warm-up of "
                           f"{first_sample}{held})") from None
     if lockbox_error is not None:
         raise lockbox_error
     folds = [Fold(f.index, f.train + first_sample, f.test + first_sample) for f in folds]
     regimes = market.regimes.to_numpy() if market.regimes is not None else None
-    chains, graphs = chain_inputs(cfg, market, config_path)
+    chains, graphs = chain_inputs(cfg, market)
     return PreparedData(
         market_name=market.name, source=market.source, synthetic=market.synthetic, data_hash=market.data_hash,
         bars=market.bars, features=own.features, feature_names=list(own.feature_names),
@@ -200,7 +201,7 @@ def prepare(cfg: ExperimentConfig, config_path: str = "<config>", market: Market
     )
 
 
-def feature_inputs(cfg: ExperimentConfig, market: MarketData, cache: FeatureCache | None, config_path: str
+def feature_inputs(cfg: ExperimentConfig, market: MarketData, cache: FeatureCache | None
                    ) -> tuple[pd.DataFrame, list[str], int, dict[str, FeatureVariant]]:
     """Every distinct feature configuration a trial can run, computed once each, before the trials.
 
@@ -213,7 +214,7 @@ def feature_inputs(cfg: ExperimentConfig, market: MarketData, cache: FeatureCach
     """
     errors = feature_search_errors(cfg)
     if errors:
-        raise ConfigError(config_path, *errors[0])
+        raise ConfigError(*errors[0])
     computed: dict[str, pd.DataFrame] = {}
     variants: dict[str, FeatureVariant] = {}
     own: tuple[pd.DataFrame, list[str]] | None = None
@@ -236,7 +237,7 @@ def feature_inputs(cfg: ExperimentConfig, market: MarketData, cache: FeatureCach
         features = features.drop(columns=empty)
         for family in spec:
             if not any(c.split(".", 1)[0] == family for c in features.columns):
-                raise ConfigError(config_path, f"features.{family}",
+                raise ConfigError(f"features.{family}",
                                   f"no column has a value on these {len(features)} bars (too few bars or missing "
                                   f"inputs){searched}")
         warmup = max(int(features.index.get_loc(features[c].first_valid_index())) for c in features.columns)
@@ -249,7 +250,7 @@ def feature_inputs(cfg: ExperimentConfig, market: MarketData, cache: FeatureCach
     return own[0], own[1], max(v.warmup for v in variants.values()), variants
 
 
-def lockbox(cfg: ExperimentConfig, n_bars: int, first_sample: int, config_path: str) -> Holdout | None:
+def lockbox(cfg: ExperimentConfig, n_bars: int, first_sample: int) -> Holdout | None:
     """The holdout of ``walk_forward.holdout_bars`` at the end of the samples (None when it is 0)."""
     wf = cfg.walk_forward
     size = holdout_size(n_bars - first_sample, wf.holdout_bars, wf.test_bars if wf.scheme != "cpcv" else 1)
@@ -260,13 +261,12 @@ def lockbox(cfg: ExperimentConfig, n_bars: int, first_sample: int, config_path: 
                              train_size=wf.train_bars, scheme=wf.scheme, first_valid=first_sample,
                              index=wf.n_splits)
     except ValueError as err:
-        raise ConfigError(config_path, "walk_forward.holdout_bars",
+        raise ConfigError("walk_forward.holdout_bars",
                           f"{err} (data has {n_bars} bars, warm-up {first_sample}); use fewer holdout bars or more "
                           "data") from None
 
 
-def _check_cpcv_groups(cfg: ExperimentConfig, n_samples: int, n_bars: int, first_sample: int,
-                       config_path: str) -> None:
+def _check_cpcv_groups(cfg: ExperimentConfig, n_samples: int, n_bars: int, first_sample: int) -> None:
     """Every group must outlast the purge and embargo around its neighbours: a training group between two test
     groups loses ``purge_bars`` samples at its end and ``embargo_bars`` at its start and must keep some."""
     wf = cfg.walk_forward
@@ -274,29 +274,29 @@ def _check_cpcv_groups(cfg: ExperimentConfig, n_samples: int, n_bars: int, first
     needed = wf.purge_bars + wf.embargo_bars + 1
     if smallest < needed:
         raise ConfigError(
-            config_path, "walk_forward.n_groups",
+            "walk_forward.n_groups",
             f"{wf.n_groups} groups of the {max(n_samples, 0)} samples (data has {n_bars} bars, warm-up "
             f"{first_sample}) hold {max(smallest, 0)} each, but each needs purge_bars + embargo_bars + 1 = {needed}: "
             "use fewer groups or more data")
 
 
-def chain_inputs(cfg: ExperimentConfig, market: MarketData, config_path: str
+def chain_inputs(cfg: ExperimentConfig, market: MarketData
                  ) -> tuple[ChainTensors | None, list[Any] | None]:
     """Tensors and graphs of every snapshot, built in the driver so a bad chain fails before any worker starts."""
     model = cfg.model
     if model.type != "ensemble" or not (model.chain.enabled or model.graph.enabled):
         return None, None
     if market.chains is None or len(market.chains) == 0:
-        raise ConfigError(config_path, "data.option_chains", "the ensemble's chain encoders need a non-empty chain")
+        raise ConfigError("data.option_chains", "the ensemble's chain encoders need a non-empty chain")
     try:
         tensors = tensorize_chains(market.chains, market.bars, max_options=model.chain.max_options,
                                    n_features=model.chain.n_features)
     except ValueError as err:
-        raise ConfigError(config_path, "data.option_chains", str(err)) from None
+        raise ConfigError("data.option_chains", str(err)) from None
     if not model.graph.enabled:
         return tensors, None
     try:
         graphs = build_graphs(market.chains, tensors, model.graph.required_edge_kinds)
     except ValueError as err:
-        raise ConfigError(config_path, "model.graph.required_edge_kinds", str(err)) from None
+        raise ConfigError("model.graph.required_edge_kinds", str(err)) from None
     return tensors, graphs

@@ -58,6 +58,30 @@ class ConfigError(EmbedtuneError):
 
 
 @dataclass
+class FileError(EmbedtuneError):
+    """A file or folder that cannot be used, and why: the base of the errors that name only a path (a bundle, a saved
+    model); ``kind`` starts the line."""
+
+    path: str
+    message: str
+    kind = "file error"
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.path}: {self.message}"
+
+
+@dataclass
+class UsageError(EmbedtuneError):
+    """A bad command-line value (a date, a data source) that is not part of a config file."""
+
+    option: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"usage error: {self.option}: {self.message}"
+
+
+@dataclass
 class StorageError(EmbedtuneError):
     """The results storage cannot be written (permission removed, read-only or full disk, folder replaced).
 

@@ -10,15 +10,17 @@ import pandas as pd
 from embedtune.backtest.metrics import compute_metrics
 from embedtune.backtest.portfolio import run_backtest
 from embedtune.backtest.regimes import market_regimes
-from embedtune.config import ExperimentConfig
+from embedtune.config.schema import ExperimentConfig
 from embedtune.dataset import PreparedData
+from embedtune.labels import DIRECTION_COLUMNS, PREDICTION_COLUMNS, label_column, prediction_columns
+from embedtune.metric_registry import registered
 from embedtune.strategy import Strategy
 from embedtune.tune.objectives import capacity, risk_adjusted
 
 
 #: Metrics whose distribution over the CPCV paths is reported too: ``<metric>_path_std`` (ddof 0, the spread of
 #: these paths, not an estimate), ``<metric>_path_min``, ``<metric>_path_max`` (plus every objective target).
-PATH_STATS = ("sharpe", "sortino", "max_drawdown", "annual_return", "total_return", "calmar")
+PATH_STATS = registered("sharpe", "sortino", "max_drawdown", "annual_return", "total_return", "calmar")
 
 
 @dataclass
@@ -159,25 +161,22 @@ def head_metrics(predictions: pd.DataFrame, labels: np.ndarray) -> dict[str, flo
     if not known.any():
         return {}
     pred, lab = predictions.to_numpy()[known], labels[known]
-    direction = pred[:, 0:3].argmax(1)
-    regime = pred[:, 5:10].argmax(1)
+    direction = pred[:, prediction_columns("direction")].argmax(1)
+    regime = pred[:, prediction_columns("regime")].argmax(1)
 
     def corr(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
 
     out = {
-        "direction_accuracy": float((direction == lab[:, 0]).mean()),
-        "regime_accuracy": float((regime == lab[:, 3]).mean()),
-        "volatility_corr": corr(pred[:, 3], lab[:, 1]),
-        "volume_corr": corr(pred[:, 4], lab[:, 2]),
+        "direction_accuracy": float((direction == lab[:, label_column("direction")]).mean()),
+        "regime_accuracy": float((regime == lab[:, label_column("regime")]).mean()),
+        "volatility_corr": corr(pred[:, PREDICTION_COLUMNS.index("vol_pred")], lab[:, label_column("volatility")]),
+        "volume_corr": corr(pred[:, PREDICTION_COLUMNS.index("volume_pred")], lab[:, label_column("volume")]),
     }
     share = direction_majority_share(predictions[known])
     if np.isfinite(share):
         out["direction_majority_share"] = share
     return out
-
-
-DIRECTION_COLUMNS = ("p_down", "p_neutral", "p_up")
 
 
 def direction_majority_share(predictions: pd.DataFrame) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,21 @@ import ray
 from scipy import stats
 
 from embedtune.backtest.overfitting import probabilistic_sharpe_ratio
-from embedtune.config import ExperimentConfig
+from embedtune.config.schema import ExperimentConfig
 from embedtune.dataset import PreparedData
-from embedtune.leaderboard.bundle import clean
+from embedtune.bundle.layout import HOLDOUT_FILE, HOLDOUT_OOS_DIR, OOS_FILE, PREDICTIONS_FILE
+from embedtune.bundle.publish import publishing, publishing_file
+from embedtune.bundle.reader import clean
 from embedtune.leaderboard.records import TrialRecord
+from embedtune.metric_registry import registered
 from embedtune.strategy import Strategy
-from embedtune.train.worker import OOS_FILE, PREDICTIONS_FILE
+from embedtune.trial_state import TrialStatus
 from embedtune.tune.space import SELECTED_KEY
 
-HOLDOUT_FILE = "holdout.json"
-HOLDOUT_OOS_DIR = "holdout_oos"
 HOLDOUT_PREFIX = "holdout_"
 #: Metrics of a trial's one evaluation on the lockbox, reported as ``holdout_<metric>``.
-HOLDOUT_METRICS = ("sharpe", "information_ratio", "max_drawdown", "total_return", "annual_return", "sortino",
-                   "calmar", "hit_rate", "turnover", "n_trades", "benchmark_correlation")
+HOLDOUT_METRICS = registered("sharpe", "information_ratio", "max_drawdown", "total_return", "annual_return", "sortino",
+                             "calmar", "hit_rate", "turnover", "n_trades", "benchmark_correlation")
 
 
 def holdout_key(metric: str) -> str:
@@ -45,7 +45,7 @@ def choose(ranked: list[TrialRecord], top_k: int, ensemble: TrialRecord | None =
     """What the lockbox trains and evaluates, fixed before it opens: the ``top_k`` best finished searched trials
     (``ranked`` is in leaderboard order), every finished baseline trial that trains, and the ensemble's members (the
     ensemble itself trains nothing: it averages its members' holdout predictions)."""
-    done = [r for r in ranked if r.status == "done"]
+    done = [r for r in ranked if r.status == TrialStatus.DONE]
     wanted = set((ensemble.extra.get("members") or []) if ensemble is not None else [])
     searched = [r for r in done if r.baseline is None]
     tuned = [r for i, r in enumerate(searched) if i < top_k or r.trial_id in wanted]
@@ -157,13 +157,8 @@ def _predictions_frame(result: Any) -> pd.DataFrame | None:
 
 def _write_atomically(storage: Path, section: dict[str, Any], frames: dict[str, pd.DataFrame]) -> None:
     """Frames first (staged, renamed), then the marker: a marker always has its frames."""
-    staging = storage / f".{HOLDOUT_OOS_DIR}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for trial, frame in frames.items():
-        frame.to_parquet(staging / f"{trial}.parquet")
-    shutil.rmtree(storage / HOLDOUT_OOS_DIR, ignore_errors=True)
-    staging.rename(storage / HOLDOUT_OOS_DIR)
-    tmp = storage / f".{HOLDOUT_FILE}.partial"
-    tmp.write_text(json.dumps(clean(section), indent=1))
-    tmp.rename(storage / HOLDOUT_FILE)
+    with publishing(storage / HOLDOUT_OOS_DIR, replace=True) as staging:
+        for trial, frame in frames.items():
+            frame.to_parquet(staging / f"{trial}.parquet")
+    with publishing_file(storage / HOLDOUT_FILE) as tmp:
+        tmp.write_text(json.dumps(clean(section), indent=1))

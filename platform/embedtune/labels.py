@@ -5,14 +5,45 @@ Thresholds scale with *trailing* volatility (known at t), so one config works fo
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 
-from embedtune.config import LabelConfig
+from embedtune.config.schema import LabelConfig
 
 DIRECTION_CLASSES = ("down", "neutral", "up")
 REGIME_CLASSES = ("bull", "bear", "sideways", "high_volatility", "crash")
+#: Column order of the label matrix (``make_labels``' frame, ``PreparedData.labels``, the heads' targets).
 LABEL_COLUMNS = ("direction", "volatility", "volume", "regime")
+#: A model's prediction columns, in order: the direction class probabilities, the two regression heads, the regime
+#: class probabilities. Named here, beside the labels they predict; strategies read them by name.
+DIRECTION_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in DIRECTION_CLASSES)
+REGIME_COLUMNS: tuple[str, ...] = tuple(f"regime_{k}" for k in range(len(REGIME_CLASSES)))
+#: The regression heads' prediction column, by label.
+REGRESSION_PREDICTIONS: dict[str, str] = {"volatility": "vol_pred", "volume": "volume_pred"}
+PREDICTION_COLUMNS: tuple[str, ...] = DIRECTION_COLUMNS + tuple(REGRESSION_PREDICTIONS.values()) + REGIME_COLUMNS
+
+
+def label_column(name: str) -> int:
+    """Index of label ``name`` in the label matrix (``labels[:, label_column("regime")]``)."""
+    return LABEL_COLUMNS.index(name)
+
+
+def prediction_columns(name: str) -> slice:
+    """Columns of head ``name``'s predictions in a ``PREDICTION_COLUMNS``-ordered matrix."""
+    named = {"direction": DIRECTION_COLUMNS, "regime": REGIME_COLUMNS,
+             **{label: (column,) for label, column in REGRESSION_PREDICTIONS.items()}}[name]
+    start = PREDICTION_COLUMNS.index(named[0])
+    return slice(start, start + len(named))
+
+
+def unscale_predictions(values: np.ndarray, unscale: Callable[[np.ndarray, int], np.ndarray]) -> None:
+    """The regression columns of a ``PREDICTION_COLUMNS``-ordered matrix back in label units, in place;
+    ``unscale(column values, label column)`` is the fold scaler's ``unscale_regression``."""
+    for label, column in REGRESSION_PREDICTIONS.items():
+        j = PREDICTION_COLUMNS.index(column)
+        values[:, j] = unscale(values[:, j], label_column(label))
 
 
 def forward_sum(values: pd.Series, horizon: int) -> pd.Series:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import ray
 
-from embedtune.config import ExperimentConfig
+from embedtune.config.schema import ExperimentConfig
 
 
 def ensure_ray(cfg: ExperimentConfig) -> bool:

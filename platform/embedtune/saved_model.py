@@ -19,27 +19,21 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from embedtune.config import ExperimentConfig, dump_config, parse_config
-from embedtune.errors import EmbedtuneError
-from embedtune.train.data import FoldScaler
-from embedtune.train.worker import METRICS_FILE, MODEL_FILE, SCALER_FILE
+from embedtune.bundle.layout import (CONFIG_FILE, LEADERBOARD_CSV, MANIFEST_FILE, METRICS_FILE, MODEL_DIR, MODEL_FILE,
+                                     MODEL_META, RAY_DIR, RUN_CONFIG, SCALER_FILE, TUNE_PARAMS, TUNE_RESULT)
+from embedtune.bundle.manifest import Manifest, read_manifest
+from embedtune.bundle.publish import publishing
+from embedtune.config.loading import attached_to, dump_config, parse_config
+from embedtune.config.schema import ExperimentConfig
+from embedtune.errors import FileError
+from embedtune.train.data import REGRESSION_COLUMNS, FoldScaler
+from embedtune.trial_state import TrialStatus
 from embedtune.tune.space import trial_config
 
-MODEL_DIR = "model"
-MODEL_META = "model.json"
-CONFIG_FILE = "config.yaml"
-RUN_CONFIG = "experiment.yaml"  # the run's base config in ``_ray/<run-id>/`` (written by ``experiment.py``)
-
-
-@dataclass
-class ModelError(EmbedtuneError):
+class ModelError(FileError):
     """A folder that does not hold a usable saved model."""
 
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"model error: {self.path}: {self.message}"
+    kind = "model error"
 
 
 @dataclass
@@ -61,14 +55,14 @@ def load_saved_model(path: str | Path, trial: str | None = None) -> SavedModel:
         raise ModelError(str(path), "not a directory")
     if (folder / MODEL_META).is_file():
         return _read_exported(folder)
-    if (folder / "manifest.json").is_file():
+    if (folder / MANIFEST_FILE).is_file():
         exported = folder / MODEL_DIR
         if (exported / MODEL_META).is_file() and trial in (None, _json(exported / MODEL_META).get("trial")):
             return _read_exported(exported)
         return _from_checkpoint(bundle_checkpoint(folder, trial or best_trial(folder)), folder)
     if (folder / MODEL_FILE).is_file():
         return _from_checkpoint(folder, None)
-    raise ModelError(str(path), f"neither a model folder ({MODEL_META}), a result bundle (manifest.json) nor a Ray "
+    raise ModelError(str(path), f"neither a model folder ({MODEL_META}), a result bundle ({MANIFEST_FILE}) nor a Ray "
                                 f"checkpoint ({MODEL_FILE})")
 
 
@@ -76,40 +70,33 @@ def export_model(bundle: Path, trial: str) -> Path:
     """Write ``<bundle>/model/`` for one trial (staged, then renamed into place), so the bundle carries its model."""
     model = _from_checkpoint(bundle_checkpoint(bundle, trial), bundle)
     final = bundle / MODEL_DIR
-    staging = bundle / f".{MODEL_DIR}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with publishing(final) as staging:
         shutil.copy2(model.weights, staging / MODEL_FILE)
         s = model.scaler
         np.savez(staging / SCALER_FILE, mean=s.feature_mean, std=s.feature_std, target_mean=s.target_mean,
                  target_std=s.target_std)
         (staging / CONFIG_FILE).write_text(dump_config(model.config))
         (staging / MODEL_META).write_text(json.dumps({**model.meta, "feature_names": model.feature_names}, indent=1))
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
 
 
 def best_trial(bundle: Path) -> str:
-    table = pd.read_csv(bundle / "leaderboard.csv", dtype={"trial": str, "status": str})
-    done = table[table["status"] == "done"].sort_values("rank")
+    table = pd.read_csv(bundle / LEADERBOARD_CSV, dtype={"trial": str, "status": str})
+    done = table[table["status"] == TrialStatus.DONE].sort_values("rank")
     if done.empty:
-        raise ModelError(str(bundle), "no finished trial in leaderboard.csv")
+        raise ModelError(str(bundle), f"no finished trial in {LEADERBOARD_CSV}")
     return str(done["trial"].iloc[0])
 
 
 def bundle_checkpoint(bundle: Path, trial: str) -> Path:
     """The last checkpoint of a bundle's trial, found through its Tune result and resolved inside the run's
     ``_ray`` folder next to the bundle (absolute paths in the results go stale when a results folder moves)."""
-    trials = _json(bundle / "manifest.json").get("trials", {})
+    trials = _manifest(bundle).trials or {}
     if trial not in trials:
         raise ModelError(str(bundle), f"no trial {trial!r}; trials: {', '.join(sorted(trials)) or 'none'}")
-    storage = bundle.parent / "_ray" / bundle.name
+    storage = bundle.parent / RAY_DIR / bundle.name
     trial_dir = next(storage.glob(f"*/{Path(trials[trial]['ray_trial_path']).name}"), None)
-    result = trial_dir / "result.json" if trial_dir else None
+    result = trial_dir / TUNE_RESULT if trial_dir else None
     if result is None or not result.is_file():
         raise ModelError(str(bundle), f"trial {trial}: its Ray results are not under {storage}")
     lines = result.read_text().strip().splitlines()
@@ -118,6 +105,13 @@ def bundle_checkpoint(bundle: Path, trial: str) -> Path:
         raise ModelError(str(bundle), f"trial {trial} finished no fold, so it has no model")
     found = storage / Path(checkpoint).parent.name / Path(checkpoint).name
     return found if found.is_dir() else Path(checkpoint)
+
+
+def _manifest(bundle: Path) -> Manifest:
+    try:
+        return read_manifest(bundle / MANIFEST_FILE)
+    except (OSError, ValueError) as err:
+        raise ModelError(str(bundle / MANIFEST_FILE), f"unreadable: {str(err).splitlines()[0]}") from None
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -142,6 +136,60 @@ def _scaler_arrays(path: Path) -> dict[str, np.ndarray]:
         raise ModelError(str(path), f"unreadable scaler: {str(err).splitlines()[0]}") from None
 
 
+def read_scaler(path: Path) -> FoldScaler:
+    """A ``scaler.npz`` as the training scaler, for every reader of saved models (backtests, real-time serving).
+    One saved without target statistics (a folder made only for serving) leaves regression targets unscaled."""
+    arrays = _scaler_arrays(path)
+    if not {"mean", "std"} <= set(arrays):
+        raise ModelError(str(path), "needs mean and std")
+    k = len(REGRESSION_COLUMNS)
+    return FoldScaler(arrays["mean"], arrays["std"], arrays.get("target_mean", np.zeros(k)),
+                      arrays.get("target_std", np.ones(k)))
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """``model.pt`` as a state_dict, read with ``weights_only=True``: tensors only, never an arbitrary pickle."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file, reported in one line
+        raise ModelError(str(path), f"not a weights-only state_dict ({type(err).__name__}: {err})") from None
+
+
+def input_width(state: dict[str, Any], where: str = MODEL_FILE) -> int:
+    """Feature count the weights were trained on, from the first input layer (any layout that names one)."""
+    for key in ("sources.temporal.encoder.input.weight", "sources.latest.mlp.0.weight"):
+        if key in state:
+            return int(state[key].shape[1])
+    for key, tensor in state.items():
+        if key.endswith(("encoder.input.weight", "mlp.0.weight")) and tensor.ndim == 2:
+            return int(tensor.shape[1])
+    raise ModelError(where, "no temporal or mlp input layer in the weights")
+
+
+def build_network(cfg: ExperimentConfig, weights: Path, feature_names: list[str] | None = None,
+                  hint: str = "") -> Any:
+    """The trained network: ``cfg.model`` built for the weights' input width and loaded strictly (every tensor must
+    fit), for every reader of saved models (backtests on new data, real-time serving). ``hint`` ends the error said
+    when the weights do not fit (what to pass instead)."""
+    from embedtune.models.ensemble import build_model
+
+    state = load_weights(weights)
+    n_features = input_width(state, str(weights))
+    if feature_names is not None and len(feature_names) != n_features:
+        raise ModelError(str(weights), f"weights take {n_features} features, {len(feature_names)} are named")
+    network = build_model(cfg.model, n_features=n_features, feature_names=feature_names)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        lines = str(err).splitlines()
+        first = (lines[1] if len(lines) > 1 else lines[0]).strip()
+        first = first if len(first) <= 160 else first[:157] + "..."
+        raise ModelError(str(weights), f"weights do not fit the config's model ({first}){hint}") from None
+    return network
+
+
 def _read_exported(folder: Path) -> SavedModel:
     for name in (MODEL_FILE, SCALER_FILE, CONFIG_FILE):
         if not (folder / name).is_file():
@@ -163,11 +211,11 @@ def _trial_of_checkpoint(checkpoint: Path) -> tuple[Path, str, dict[str, Any]]:
     train_dir = checkpoint.parent
     storage = train_dir.parent
     if not train_dir.name.startswith("train_") or not (storage / RUN_CONFIG).is_file():
-        raise ModelError(str(checkpoint), f"not inside a run's _ray/<run-id>/train_<trial>/ folder (no {RUN_CONFIG})")
+        raise ModelError(str(checkpoint), f"not inside a run's {RAY_DIR}/<run-id>/train_<trial>/ folder (no {RUN_CONFIG})")
     trial_id = train_dir.name.removeprefix("train_")
-    params_file = next(storage.glob(f"*/*_{trial_id}_*/params.json"), None)
+    params_file = next(storage.glob(f"*/*_{trial_id}_*/{TUNE_PARAMS}"), None)
     if params_file is None:
-        raise ModelError(str(checkpoint), f"no Tune trial {trial_id} (params.json) under {storage}")
+        raise ModelError(str(checkpoint), f"no Tune trial {trial_id} ({TUNE_PARAMS}) under {storage}")
     return storage, trial_id, _json(params_file)
 
 
@@ -184,7 +232,8 @@ def _from_checkpoint(checkpoint: Path, bundle: Path | None) -> SavedModel:
     cfg = trial_config(base, params)
     fold_index = int(_json(checkpoint / METRICS_FILE)["fold"])
     # As in the run: data prepared once from the base config, then the trial's own feature configuration.
-    data = prepare(base, str(storage / RUN_CONFIG)).for_features(cfg.features)
+    with attached_to(storage / RUN_CONFIG):
+        data = prepare(base).for_features(cfg.features)
     fold = data.fold(fold_index)
     train = fold.train[~np.isnan(data.labels[fold.train]).any(axis=1)]
     scaler = FoldScaler.fit(data.features, data.labels, train, cfg.model.window)
@@ -207,7 +256,7 @@ def _from_checkpoint(checkpoint: Path, bundle: Path | None) -> SavedModel:
 
 
 def _leaderboard_id(bundle: Path, ray_trial_id: str) -> str | None:
-    for trial, info in _json(bundle / "manifest.json").get("trials", {}).items():
+    for trial, info in (_manifest(bundle).trials or {}).items():
         if f"_{ray_trial_id}_" in Path(info.get("ray_trial_path") or "").name:
             return trial
     return None

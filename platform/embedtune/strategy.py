@@ -19,10 +19,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from embedtune.errors import EmbedtuneError
+# Re-exported: the prediction columns a plugin reads (named in ``labels``).
+from embedtune.labels import DIRECTION_COLUMNS, PREDICTION_COLUMNS, REGIME_COLUMNS  # noqa: F401
 
-DIRECTION_COLUMNS: tuple[str, ...] = ("p_down", "p_neutral", "p_up")
-REGIME_COLUMNS: tuple[str, ...] = tuple(f"regime_{k}" for k in range(5))
-PREDICTION_COLUMNS: tuple[str, ...] = DIRECTION_COLUMNS + ("vol_pred", "volume_pred") + REGIME_COLUMNS
 _MODULE_PREFIX = "embedtune_strategy_plugins."
 
 

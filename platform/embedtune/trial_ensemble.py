@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedtune.config import ExperimentConfig
+from embedtune.config.schema import ExperimentConfig
 from embedtune.dataset import PreparedData
 from embedtune.evaluation import OOSEvaluation, direction_majority_share, evaluate_cpcv, evaluate_oos
+from embedtune.labels import PREDICTION_COLUMNS
 from embedtune.leaderboard.records import TrialRecord
 from embedtune.strategy import Strategy
-from embedtune.train.loop import PREDICTION_COLUMNS, _cut_into_splits, unstack_repeats
+from embedtune.train.loop import _cut_into_splits, unstack_repeats
 from embedtune.train.worker import PREDICTIONS_FILE
+from embedtune.trial_state import TrialStatus
 
 ENSEMBLE_KIND = "ensemble"
 
@@ -30,7 +32,7 @@ def ensemble_id(k: int) -> str:
 
 def members(ranked: list[TrialRecord], k: int) -> list[TrialRecord]:
     """The top ``k`` finished searched trials in leaderboard order (no row when fewer than 2 finished)."""
-    done = [r for r in ranked if r.status == "done" and r.baseline is None
+    done = [r for r in ranked if r.status == TrialStatus.DONE and r.baseline is None
             and r.extra.get("checkpoint") and (Path(r.extra["checkpoint"]) / PREDICTIONS_FILE).exists()]
     return done[:k] if k >= 2 and len(done) >= 2 else []
 
@@ -67,7 +69,7 @@ def ensemble_record(cfg: ExperimentConfig, data: PreparedData, ranked: list[Tria
     evaluation = evaluate_average(cfg, data, averaged, strategy)
     models = sorted({r.model for r in chosen})
     return TrialRecord(
-        trial_id=ensemble_id(len(chosen)), status="done", params={},
+        trial_id=ensemble_id(len(chosen)), status=TrialStatus.DONE, params={},
         metrics={**evaluation.metrics, "direction_majority_share": direction_majority_share(averaged)},
         folds_done=len(data.folds), config_hash=cfg.config_hash, oos=evaluation.frame,
         extra={"members": [r.trial_id for r in chosen]}, baseline=ENSEMBLE_KIND,

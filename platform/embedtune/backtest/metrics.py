@@ -33,11 +33,10 @@ from vectorbt.portfolio.enums import TradeStatus
 from vectorbt.returns.nb import max_drawdown_1d_nb
 
 from embedtune.backtest.portfolio import BacktestResult, SweepResult
+from embedtune.metric_registry import BACKTEST_METRICS
 
-METRIC_NAMES: tuple[str, ...] = (
-    "sharpe", "sortino", "information_ratio", "max_drawdown", "calmar", "hit_rate", "turnover", "total_return",
-    "annual_return", "annual_volatility", "n_trades", "exposure",
-)
+#: What ``compute_metrics`` returns, in order: the registry's ``backtest`` metrics (definitions there).
+METRIC_NAMES: tuple[str, ...] = BACKTEST_METRICS
 _DAYS_PER_YEAR = 365.25
 
 

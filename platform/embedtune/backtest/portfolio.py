@@ -35,12 +35,11 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import vectorbt as vbt
-from numba import njit
 from vectorbt.base.array_wrapper import ArrayWrapper
-from vectorbt.portfolio.enums import Direction, OrderSide, SizeType, TradeStatus, log_dt, order_dt
+from vectorbt.portfolio.enums import Direction, SizeType, log_dt, order_dt
 from vectorbt.portfolio.nb import get_exit_trades_nb, simulate_from_orders_nb
-from vectorbt.returns.nb import get_return_nb
-from vectorbt.utils.math_ import abs_tol, add_nb, rel_tol
+
+from embedtune.backtest.nb import GRID_BLOCK, accounts_nb, fill_order_grid_nb, frames_nb, order_counts_nb
 
 _TOLERANCE = 1e-9
 _COLUMNS_PER_CALL = 64  # columns per vectorbt simulation call in a sweep (grouped by their number of orders)
@@ -103,7 +102,7 @@ class SweepResult:
         n_bars, n_columns = self.returns.shape
         positions, traded = np.empty((n_columns, n_bars)).T, np.empty((n_columns, n_bars)).T
         col_lens = (self.record_spans[:, 2] - self.record_spans[:, 1]).astype(np.int64)
-        _frames_nb(self.order_records, col_lens, self.close.to_numpy(dtype=np.float64), float(self.init_cash),
+        frames_nb(self.order_records, col_lens, self.close.to_numpy(dtype=np.float64), float(self.init_cash),
                    positions, traded)
         return tuple(pd.DataFrame(a, index=self.returns.index, columns=self.returns.columns, copy=False)
                      for a in (positions, traded))
@@ -194,7 +193,7 @@ def run_backtest_sweep(
     values = targets.to_numpy(dtype=np.float64)
     open_ = np.ascontiguousarray(bars["open"].to_numpy(dtype=np.float64))
     close = np.ascontiguousarray(bars["close"].to_numpy(dtype=np.float64))
-    counts, irregular, valid = _order_counts_nb(values, _TOLERANCE)
+    counts, irregular, valid = order_counts_nb(values, _TOLERANCE)
     if not valid:
         raise ValueError("target positions must lie in [-1, 1] (NaN = no decision)")
     n_bars, n_columns = values.shape
@@ -213,7 +212,7 @@ def run_backtest_sweep(
     # numpy (not numba) allocates the big arrays: numpy asks the OS for huge pages, which makes first writes cheap
     size, price = np.empty(offsets[-1]), np.empty(offsets[-1])
     bar = np.empty(offsets[-1], dtype=np.int64)
-    _fill_order_grid_nb(values, open_, irregular, grid_start, grid_rows, size, price, bar)
+    fill_order_grid_nb(values, open_, irregular, grid_start, grid_rows, size, price, bar, GRID_BLOCK)
 
     returns = np.empty((n_columns, n_bars)).T
     counts_out = np.empty((n_columns, 4), dtype=np.int64)
@@ -253,7 +252,7 @@ def run_backtest_sweep(
             init_temp_records=False,
             flex_2d=True,
         )
-        _accounts_nb(records, grid_bar, group, part, close, float(init_cash), returns, counts_out, traded_sum,
+        accounts_nb(records, grid_bar, group, part, close, float(init_cash), returns, counts_out, traded_sum,
                      record_spans)
         record_parts.append(records)
 
@@ -342,246 +341,3 @@ def _traded_fraction(pf: vbt.Portfolio, init_cash: float) -> pd.Series | pd.Data
     out = np.zeros_like(cash)
     np.add.at(out, (row, col), orders["size"] * price / value_before)
     return pf.wrapper.wrap(out)
-
-
-@njit(cache=True)
-def _order_counts_nb(target, tolerance):  # pragma: no cover - compiled
-    """Orders per column (``order_sizes``'s non-NaN cells), whether a column is irregular (a NaN after its first
-    decision, or a target to clip), and False if a target lies outside [-1, 1] by more than ``tolerance``."""
-    n, m = target.shape
-    counts = np.zeros(m, dtype=np.int64)
-    irregular = np.zeros(m, dtype=np.bool_)
-    for col in range(m):
-        if n > 0 and abs(target[n - 1, col]) > 1.0 + tolerance:  # decided at the last close: never filled, checked
-            return counts, irregular, False
-        column = target[:, col]
-        first = 0
-        while first < n - 1 and np.isnan(column[first]):
-            first += 1
-        if first >= n - 1:
-            continue
-        # the common case, vectorized: no NaN after the first decision and nothing to clip: count the changes. The
-        # loops run over all bars (a fixed start vectorizes best); the `first` leading NaNs are taken out after.
-        changes = 0
-        nans = 0
-        clip = False
-        for t in range(1, n - 1):
-            value = column[t]
-            changes += value != column[t - 1]
-            nans += value != value
-            clip |= (value > 1.0) | (value < -1.0)
-        k = 1 + changes - first  # bars 1..first compare with a NaN, which differs
-        value = column[first]
-        odd = clip | (value > 1.0) | (value < -1.0) | (nans > max(first - 1, 0))
-        if odd:  # NaN = keep what is held; clip to [-1, 1] first (as _aligned_target)
-            held = np.nan
-            k = 0
-            for t in range(first, n - 1):
-                value = column[t]
-                if np.isnan(value):
-                    continue
-                if abs(value) > 1.0 + tolerance:
-                    return counts, irregular, False
-                value = min(max(value, -1.0), 1.0)
-                if value != held:  # True for the first decision (held is NaN)
-                    k += 1
-                    held = value
-        counts[col] = k
-        irregular[col] = odd
-    return counts, irregular, True
-
-
-@njit(cache=True)
-def _fill_order_grid_nb(target, open_, irregular, grid_start, grid_rows, size, price, bar):  # pragma: no cover
-    """Slot k of column j's grid = the j-th column's k-th order of ``order_sizes``: target percent, fill price, bar.
-
-    Column j has ``grid_rows[j]`` slots from ``grid_start[j]``, and a spare one after them (the branch-free
-    compaction writes one past the last order); the slots past the column's last order get NaN size and price
-    (vectorbt ignores a NaN order) and bar -1.
-    """
-    n, m = target.shape
-    changed = np.empty(n + 1, dtype=np.int64)
-    for col in range(m):
-        start = grid_start[col]
-        k = 0
-        if irregular[col]:
-            held = np.nan
-            for t in range(n - 1):  # the decision at the close of t fills at the open of t+1
-                value = target[t, col]
-                if np.isnan(value):
-                    continue
-                value = min(max(value, -1.0), 1.0)  # as _aligned_target clips
-                if value != held:  # True for the first decision (held is NaN)
-                    size[start + k] = value
-                    price[start + k] = open_[t + 1]
-                    bar[start + k] = t + 1
-                    k += 1
-                    held = value
-        else:  # no NaN after the first decision, nothing to clip: an order where the target changes
-            column = target[:, col]
-            first = 0
-            while first < n - 1 and np.isnan(column[first]):
-                first += 1
-            # branch-free: flag the changes (over all bars: a fixed start vectorizes best), compact their bars into
-            # the column's slots, then gather the targets and prices
-            for t in range(1, n - 1):
-                changed[t] = column[t] != column[t - 1]
-            changed[first] = 1
-            for t in range(first, n - 1):
-                bar[start + k] = t + 1
-                k += changed[t]
-            for row in range(k):
-                t = bar[start + row]
-                size[start + row] = column[t - 1]
-                price[start + row] = open_[t]
-        for row in range(k, grid_rows[col]):
-            size[start + row] = np.nan
-            price[start + row] = np.nan
-            bar[start + row] = -1
-
-
-@njit(cache=True)
-def _add_nb(a, b):  # pragma: no cover - compiled
-    """vectorbt's ``add_nb`` (a + b, or 0.0 where vectorbt deems the sum zero), whose test runs only when needed.
-
-    ``add_nb`` returns 0.0 exactly when |a + b| <= max(rel_tol * max(|a|, |b|), abs_tol) (with opposite signs
-    ``abs(|a| - |b|)`` is ``|a + b|``; with equal signs |a + b| >= max(|a|, |b|)); above that bound it returns a + b.
-    """
-    total = a + b
-    if abs(total) > abs_tol and abs(total) > rel_tol * max(abs(a), abs(b)):
-        return total
-    return add_nb(a, b)
-
-
-@njit(cache=True)
-def _fill_nb(cash, assets, record):  # pragma: no cover - compiled
-    """An order record's traded fraction (notional / value before, at the fill price) and the cash and assets after,
-    as vectorbt's ``cash_flow_nb``/``cash_nb`` and ``asset_flow_nb``/``assets_nb`` add them up."""
-    size = record["size"]
-    price = record["price"]
-    traded = size * price / (cash + assets * price)
-    if record["side"] == OrderSide.Sell:
-        size = -size
-    assets = _add_nb(assets, _add_nb(0.0, size))
-    cash = _add_nb(cash, _add_nb(0.0, -size * price - record["fees"]))
-    return traded, cash, assets
-
-
-@njit(cache=True, error_model="numpy")
-def _accounts_nb(order_records, bar_of, columns, part, close, init_cash, returns, counts, traded_sum,
-                 record_spans):  # pragma: no cover - compiled
-    """Per-bar returns and per-column counts and sums of the columns of one simulation call.
-
-    ``order_records`` come from vectorbt on a grid: ``idx`` is a grid row (``bar_of`` maps it to the bar) and ``col``
-    a grid column (``columns`` maps it to the sweep's column); both are set to the sweep's here. The accounting is
-    vectorbt's (``pf.assets()``, ``pf.cash()``, ``pf.value()``, ``pf.returns()``), step for step: a per-bar flow of 0
-    still goes through ``add_nb``, which rounds a balance within 1e-12 of zero to zero (idempotent, so once per
-    stretch without orders), and a return is ``get_return_nb``'s; between two orders cash and assets are constant,
-    so the previous bar's value is recomputed rather than carried (the same bits), which lets the stretch vectorize.
-    ``counts[j]`` = (exit trades, closed ones, closed with PnL > 0, bars with a non-zero position), the trades by
-    vectorbt's ``get_exit_trades_nb`` on column j's records (a column at a time, so that its scratch memory is
-    reused); ``traded_sum[j]`` = the sum of column j's traded fractions (NaN skipped, as pandas sums).
-    """
-    n = close.shape[0]
-    last_close = close.reshape((n, 1))
-    r = 0
-    n_records = order_records.shape[0]
-    for grid_col in range(columns.shape[0]):
-        col = columns[grid_col]
-        cash = init_cash
-        assets = 0.0
-        prev_value = init_cash
-        start = 0  # first bar not yet written
-        first = r
-        exposed = 0
-        total_traded = 0.0
-        while True:
-            if r < n_records and order_records[r]["col"] == grid_col:
-                i = bar_of[order_records[r]["idx"], grid_col]
-            else:
-                i = n
-            if i > start:  # bars start..i-1 without an order
-                cash = add_nb(cash, 0.0)
-                assets = add_nb(assets, 0.0)
-                value = cash + assets * close[start]
-                returns[start, col] = get_return_nb(prev_value, value)
-                for t in range(start + 1, i):
-                    value = cash + assets * close[t]
-                    prev = cash + assets * close[t - 1]
-                    ret = (value - prev) / prev  # get_return_nb, branch-free
-                    ret = -ret if prev < 0.0 else ret
-                    ret = (0.0 if value == 0.0 else np.inf * np.sign(value)) if prev == 0.0 else ret
-                    returns[t, col] = ret
-                if assets != 0.0:  # else the position is 0 (or NaN where the value is 0)
-                    for t in range(start, i):
-                        asset_value = assets * close[t]
-                        value = cash + asset_value
-                        position = asset_value / value if value != 0.0 else np.nan
-                        exposed += (position != 0.0) & (position == position)
-                prev_value = cash + assets * close[i - 1]
-            if i == n:
-                break
-            record = order_records[r]
-            record["idx"] = i
-            record["col"] = col
-            traded, cash, assets = _fill_nb(cash, assets, record)
-            total_traded += 0.0 if np.isnan(traded) else traded
-            asset_value = assets * close[i]
-            value = cash + asset_value
-            returns[i, col] = get_return_nb(prev_value, value)
-            position = asset_value / value if value != 0.0 else np.nan
-            exposed += (position != 0.0) & (position == position)
-            prev_value = value
-            start = i + 1
-            r += 1
-        record_spans[col, 0] = part
-        record_spans[col, 1] = first
-        record_spans[col, 2] = r
-        n_closed = 0
-        n_winning = 0
-        n_trades = 0
-        if r > first:
-            col_map = (np.arange(r - first), np.full(1, r - first))
-            trades = get_exit_trades_nb(order_records[first:r], last_close, col_map)
-            n_trades = trades.shape[0]
-            for k in range(n_trades):
-                if trades[k]["status"] == TradeStatus.Closed:
-                    n_closed += 1
-                    if trades[k]["pnl"] > 0.0:
-                        n_winning += 1
-        counts[col, 0] = n_trades
-        counts[col, 1] = n_closed
-        counts[col, 2] = n_winning
-        counts[col, 3] = exposed
-        traded_sum[col] = total_traded
-
-
-@njit(cache=True, error_model="numpy")
-def _frames_nb(order_records, col_lens, close, init_cash, positions, traded):  # pragma: no cover - compiled
-    """Positions and traded fractions per bar from the sweep's order records (column by column, ``idx`` = bar):
-    the same accounting as ``_accounts_nb``."""
-    n = close.shape[0]
-    r = 0
-    for col in range(col_lens.shape[0]):
-        cash = init_cash
-        assets = 0.0
-        start = 0
-        end = r + col_lens[col]
-        while True:
-            i = order_records[r]["idx"] if r < end else n
-            if i > start:
-                cash = add_nb(cash, 0.0)
-                assets = add_nb(assets, 0.0)
-                for t in range(start, i):
-                    asset_value = assets * close[t]
-                    value = cash + asset_value
-                    positions[t, col] = asset_value / value if value != 0.0 else np.nan
-                    traded[t, col] = 0.0
-            if i == n:
-                break
-            traded[i, col], cash, assets = _fill_nb(cash, assets, order_records[r])
-            asset_value = assets * close[i]
-            value = cash + asset_value
-            positions[i, col] = asset_value / value if value != 0.0 else np.nan
-            start = i + 1
-            r += 1

@@ -7,7 +7,7 @@ Conventions (shared by ``per_option_features`` and ``tensorize_chains``):
 * Spot of a snapshot is the close of the latest bar at or before the snapshot's timestamp (never a later bar); the
   forward is ``F = spot * exp(rate * T)``.
 * IV comes from the ``iv`` column where present and finite, otherwise it is solved from the mid with
-  ``features.options.implied_vol``; Greeks are ``features.options.bs_greeks`` at that IV.
+  ``options.implied_vol``; Greeks are ``options.bs_greeks`` at that IV.
 * Every feature of a snapshot depends on that snapshot's rows and its spot only (shares, ATM IV and ranks are
   within the snapshot), so a snapshot at time t can influence bars at or after t only.
 * Non-finite values become 0 and the row's ``valid`` flag 0, so a model never sees NaN but can tell zeros apart.
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from embedtune.data.market import MarketData
-from embedtune.features.options import bs_greeks, implied_vol
+from embedtune.options import bs_greeks, implied_vol
 
 DAYS_PER_YEAR = 365.25
 DEFAULT_N_FEATURES = 50

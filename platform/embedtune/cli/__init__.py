@@ -1,109 +1,34 @@
-"""``embedtune`` command line. User errors print one line and exit 2; nothing is written for them."""
+"""``embedtune`` command line. User errors print one line and exit 2; nothing is written for them.
+
+Every argparse parser of the platform lives in this package, one module per group of subcommands; this module only
+assembles them. ``python -m embedtune.cli`` runs ``main``.
+"""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Sequence
 
-from embedtune.errors import EXIT_USER_ERROR, EmbedtuneError
+from embedtune.cli.common import dispatch
+from embedtune.cli.experiment import add_experiment_parsers
 
-
-def _cmd_tune(args: argparse.Namespace) -> int:
-    from embedtune.experiment import run_experiment
-    from embedtune.leaderboard.bundle import read_bundle
-    from embedtune.leaderboard.summary import end_of_run_summary
-    from embedtune.tune.runner import PROGRESS, RAY_OUTPUT
-
-    result = run_experiment(args.config, output_root=args.output, ablation=args.command == "ablate",
-                            resume=getattr(args, "resume", None), verbose=RAY_OUTPUT if args.verbose else PROGRESS)
-    print(end_of_run_summary(read_bundle(result.run_dir), top=args.top), file=sys.stderr)
-    print(f"leaderboard report: {result.report_html}")
-    print(f"  markdown: {result.leaderboard_md}\n  csv: {result.leaderboard_csv}\n  equity chart: {result.equity_png}")
-    if result.leaderboard_html is not None:
-        print(f"  every run: {result.leaderboard_html}")
-    print(f"  ingested into {result.leaderboard_db} (query: embedtune leaderboard --db ...)\n"
-          f"  took {result.seconds:.0f} s")
-    return 0 if (result.table["status"] == "done").any() else 1
-
-
-def _cmd_validate_data(args: argparse.Namespace) -> int:
-    from embedtune.data.loaders import validate_file
-
-    print(validate_file(args.path))
-    return 0
-
-
-def _cmd_validate_config(args: argparse.Namespace) -> int:
-    from embedtune.config import load_config
-    from embedtune.dataset import prepare
-
-    cfg = load_config(args.config)
-    data = prepare(cfg, args.config)
-    folds = (f"{len(data.folds)} CPCV splits on {data.cpcv.n_paths} paths" if data.cpcv is not None
-             else f"{len(data.folds)} folds")
-    print(f"{args.config}: ok (config hash {cfg.config_hash}; {len(data.bars)} bars, {folds}, "
-          f"{len(data.feature_names)} features)")
-    return 0
-
-
-def _cmd_warmup(args: argparse.Namespace) -> int:
-    from embedtune.warmup import warm_numba_cache
-
-    print(f"vectorbt kernels compiled and cached in {warm_numba_cache():.1f} s")
-    return 0
+__all__ = ["build_parser", "dispatch", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="embedtune", description=__doc__)
+    parser = argparse.ArgumentParser(prog="embedtune", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    helps = {"tune": "run one experiment: Ray Tune + Optuna over Ray Train walk-forward folds",
-             "run": "alias of tune",
-             "ablate": "rank each feature family alone and each left out, at the config's base hyperparameters"}
-    for name, text in helps.items():
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--config", default="configs/quickstart.yaml")
-        p.add_argument("--output", default=None, help="results root (overrides output.root)")
-        p.add_argument("--top", type=int, default=10)
-        p.add_argument("--verbose", action="store_true",
-                       help="Ray Tune's own tables and a line per fold instead of the one progress line")
-        if name != "ablate":
-            p.add_argument("--resume", metavar="EXPERIMENT_OR_RUN_DIR", default=None,
-                           help="continue an interrupted run (its own config is used; --config is ignored)")
-        p.set_defaults(func=_cmd_tune)
-    p = sub.add_parser("validate-data", help="check a bar or option-chain file (CSV or Parquet)")
-    p.add_argument("path")
-    p.set_defaults(func=_cmd_validate_data)
-    p = sub.add_parser("validate-config", help="check an experiment file and its data without running anything")
-    p.add_argument("config")
-    p.set_defaults(func=_cmd_validate_config)
-    p = sub.add_parser("warmup", help="compile vectorbt's numba kernels into the on-disk cache")
-    p.set_defaults(func=_cmd_warmup)
-    from embedtune.leaderboard.cli import add_leaderboard_parser
+    add_experiment_parsers(sub)
+    from embedtune.cli.leaderboard import add_leaderboard_parser
 
     add_leaderboard_parser(sub)
-    from embedtune.realtime.replay import add_replay_parser
+    from embedtune.cli.replay import add_replay_parser
 
     add_replay_parser(sub)
-    from embedtune.ops import add_ops_parsers
+    from embedtune.cli.model import add_model_parsers
 
-    add_ops_parsers(sub)
+    add_model_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return dispatch(build_parser().parse_args(argv))
-
-
-def dispatch(args: argparse.Namespace) -> int:
-    """Run a parsed subcommand: user errors become one line on stderr and exit code 2, never a traceback."""
-    try:
-        return int(args.func(args))
-    except EmbedtuneError as err:
-        print(f"embedtune: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

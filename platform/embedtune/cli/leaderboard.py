@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedtune.bundle.layout import LEADERBOARD_DB
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -159,7 +161,7 @@ def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
     """``--db``/``--format``/``--output`` on the parent and again on subcommands (defaults suppressed there, so
     ``leaderboard --db X ingest B`` and ``leaderboard ingest B --db X`` mean the same)."""
     p.add_argument("--db", default=argparse.SUPPRESS if suppress else None, metavar="URL",
-                   help=f"SQLAlchemy URL (default: ${DB_ENV}, else SQLite results/leaderboard.db)")
+                   help=f"SQLAlchemy URL (default: ${DB_ENV}, else SQLite results/{LEADERBOARD_DB})")
     p.add_argument("--format", choices=FORMATS, default=argparse.SUPPRESS if suppress else "table")
     p.add_argument("--output", default=argparse.SUPPRESS if suppress else None, metavar="FILE",
                    help="write there instead of stdout")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from embedtune.bundle.layout import LEADERBOARD_DB
 from embedtune.config.feature_search import feature_search_errors
 from embedtune.config.paths import get_path
 from embedtune.config.schema import PREPARED_ONCE, ExperimentConfig, first_error
@@ -25,7 +26,7 @@ def database_url_problem(url: str) -> str | None:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return "not a database URL (e.g. sqlite:///results/leaderboard.db or postgresql://host/db)"
+        return f"not a database URL (e.g. sqlite:///results/{LEADERBOARD_DB} or postgresql://host/db)"
     try:
         parsed.get_dialect()
     except (NoSuchModuleError, ImportError):

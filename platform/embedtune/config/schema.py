@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from embedtune.config.hashing import CPCV_ONLY, science_hash
 from embedtune.config.paths import set_path
+from embedtune.metric_registry import (CROSS_TRIAL_METRICS, METRICS_MAXIMIZED, METRICS_MINIMIZED,  # noqa: F401
+                                       PER_TRIAL_METRICS, metric_mode)
 
 
 class Strict(BaseModel):
@@ -339,23 +341,9 @@ class StrategyConfig(Strict):
     slippage: float = Field(default=0.0005, ge=0.0, lt=0.1)
 
 
-METRICS_MAXIMIZED = ("sharpe", "sortino", "information_ratio", "calmar", "total_return", "annual_return", "hit_rate",
-                     "deflated_sharpe")
-METRICS_MINIMIZED = ("max_drawdown", "turnover", "annual_volatility", "risk_adjusted", "pbo")
-#: Metrics defined only across the trials of a search, computed after it over all finished trials
-#: (``experiment.overfitting_checks``): no single trial has a value to be scored or constrained on, so they are refused
-#: as ``objective.metric``, in ``objective.metrics`` and as constraints. Name -> what it is instead.
-CROSS_TRIAL_METRICS: dict[str, str] = {
-    "deflated_sharpe": "the deflated Sharpe ratio of a trial against the best of all trials of the search",
-    "pbo": "the probability of backtest overfitting of the whole search (CSCV over all trials)",
-}
-#: What a trial can be scored on: the per-trial metrics (every metric above but the cross-trial ones).
-PER_TRIAL_METRICS = tuple(m for m in METRICS_MAXIMIZED + METRICS_MINIMIZED if m not in CROSS_TRIAL_METRICS)
+#: What a trial can be scored on: the per-trial metrics of the registry (cross-trial ones are refused by name, see
+#: ``cross_trial_problem``: no single trial has a value to be scored or constrained on).
 Metric = Literal[PER_TRIAL_METRICS]  # type: ignore[valid-type]
-
-
-def metric_mode(metric: str) -> Literal["max", "min"]:
-    return "max" if metric in METRICS_MAXIMIZED else "min"
 
 
 def cross_trial_problem(metric: Any, instead: str) -> str | None:

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from embedtune.config import DataConfig
+from embedtune.config.schema import DataConfig
 from embedtune.data.market import MarketData
 from embedtune.errors import ConfigError, DataError
 
 
-def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
+def load_market(cfg: DataConfig) -> MarketData:
     from embedtune.data.bundled import BUNDLED, load_bundled
     from embedtune.data.loaders import load_bars, load_option_chain
     from embedtune.data.synthetic_market import generate_market
@@ -20,11 +20,11 @@ def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
     if source.startswith("bundled:"):
         name = source.split(":", 1)[1]
         if name not in BUNDLED:
-            raise ConfigError(config_path, "data.source", f"unknown bundled data {name!r}; known: {sorted(BUNDLED)}")
+            raise ConfigError("data.source", f"unknown bundled data {name!r}; known: {sorted(BUNDLED)}")
         try:
             market = load_bundled(name, cfg.price)
         except DataError as err:  # a bundled file is ours: what the user can change is the config
-            raise ConfigError(config_path, "data.price",
+            raise ConfigError("data.price",
                               f"bundled:{name} cannot give {cfg.price}: {err.message}") from None
     elif source == "synthetic":
         s = cfg.synthetic
@@ -32,10 +32,10 @@ def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
     else:
         path = Path(source)
         if not path.is_file():
-            raise ConfigError(config_path, "data.source", f"no such file {source!r} (or use bundled:<name>, synthetic)")
+            raise ConfigError("data.source", f"no such file {source!r} (or use bundled:<name>, synthetic)")
         market = MarketData(name=path.stem, bars=load_bars(path, cfg.price), source=str(path))
 
-    market = _slice(market, cfg, config_path)
+    market = _slice(market, cfg)
     chains = cfg.option_chains
     if chains == "none":
         return market
@@ -49,11 +49,11 @@ def load_market(cfg: DataConfig, config_path: str = "<config>") -> MarketData:
         return _replace(market, chains=frame, synthetic=True, notes={**market.notes, "option_chains": note})
     path = Path(chains)
     if not path.is_file():
-        raise ConfigError(config_path, "data.option_chains", f"no such file {chains!r} (or use none, synthetic)")
+        raise ConfigError("data.option_chains", f"no such file {chains!r} (or use none, synthetic)")
     return _replace(market, chains=load_option_chain(path, market.bars.index, cfg.chain_time))
 
 
-def _slice(market: MarketData, cfg: DataConfig, config_path: str) -> MarketData:
+def _slice(market: MarketData, cfg: DataConfig) -> MarketData:
     if cfg.start is None and cfg.end is None:
         return market
     bounds = {}
@@ -62,10 +62,10 @@ def _slice(market: MarketData, cfg: DataConfig, config_path: str) -> MarketData:
         try:
             bounds[key] = pd.Timestamp(value) if value is not None else None
         except (ValueError, TypeError):
-            raise ConfigError(config_path, f"data.{key}", f"cannot parse {value!r} as a timestamp") from None
+            raise ConfigError(f"data.{key}", f"cannot parse {value!r} as a timestamp") from None
     bars = market.bars.loc[bounds["start"]:bounds["end"]]
     if len(bars) < 2:
-        raise ConfigError(config_path, "data.start", "the start/end window leaves fewer than 2 bars")
+        raise ConfigError("data.start", "the start/end window leaves fewer than 2 bars")
     regimes = market.regimes.loc[bars.index] if market.regimes is not None else None
     return _replace(market, bars=bars, regimes=regimes)
 

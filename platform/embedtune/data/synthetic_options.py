@@ -12,7 +12,7 @@ No real option data is available offline, so chains are generated and must be re
   both work), times ``VARIANCE_RISK_PREMIUM``. The term structure mean-reverts (rate ``TERM_MEAN_REVERSION``)
   to the long-run level (expanding realized volatility, same premium); the smile multiplies the ATM level by
   ``1 + SKEW x + CURVATURE x^2`` with ``x = ln(K / F) / sqrt(T)`` clipped to +-3.
-* Mid = Black-Scholes-Merton (``features.options.bs_price``) with ``rate`` and dividend yield ``div``; calls and
+* Mid = Black-Scholes-Merton (``options.bs_price``) with ``rate`` and dividend yield ``div``; calls and
   puts at one (strike, expiry) share one IV, so put-call parity holds exactly on the mids.
 * Half-spread = half a tick + 0.2% of mid + a share of time value that widens out of the money and near expiry;
   bid is floored at ``tick`` (default 0.01), ask is at least one tick above bid, and unfloored quotes are centred
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from embedtune.data.market import MarketData
-from embedtune.features.options import bs_price
+from embedtune.options import bs_price
 
 DAYS_PER_YEAR = 365.25
 VARIANCE_RISK_PREMIUM = 1.1

@@ -5,6 +5,6 @@ from embedtune.features import technical  # noqa: F401  (registers the family)
 from embedtune.features import calendar  # noqa: F401  (registers the family)
 from embedtune.features import microstructure  # noqa: F401  (registers the family)
 from embedtune.features import options_family  # noqa: F401  (registers the family)
-from embedtune.features._base import FAMILIES, FeatureFamily, build_family, family_errors, register
+from embedtune.features.family import FAMILIES, FeatureFamily, build_family, family_errors, register
 
 __all__ = ["FAMILIES", "FeatureFamily", "build_family", "family_errors", "register"]

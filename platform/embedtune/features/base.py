@@ -6,7 +6,7 @@ import pandas as pd
 from pydantic import Field
 
 from embedtune.data.market import MarketData
-from embedtune.features._base import FamilyParams, FeatureFamily, register
+from embedtune.features.family import FamilyParams, FeatureFamily, register
 
 
 def log_returns(close: pd.Series, lag: int = 1) -> pd.Series:

@@ -24,15 +24,15 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from embedtune.bundle.publish import publishing_file
 from embedtune.data.market import MarketData, frame_hash
-from embedtune.features._base import FeatureFamily
+from embedtune.features.family import FeatureFamily
 
 #: The folder of the ``embedtune.features`` package, whose every ``.py`` file is part of each key.
 FEATURES_DIR = Path(__file__).resolve().parent
@@ -199,11 +199,5 @@ class FeatureCache:
     def put(self, key: str, frame: pd.DataFrame) -> None:
         """Write through a temp file and rename, so a crash never leaves a truncated cache entry."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        os.close(fd)
-        try:
+        with publishing_file(self.root / f"{key}.parquet") as tmp:
             frame.to_parquet(tmp)
-            os.replace(tmp, self.root / f"{key}.parquet")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)

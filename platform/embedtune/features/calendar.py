@@ -19,7 +19,7 @@ from pydantic import field_validator
 
 from embedtune.data.market import MarketData
 from embedtune.errors import DataError
-from embedtune.features._base import FamilyParams, FeatureFamily, register
+from embedtune.features.family import FamilyParams, FeatureFamily, register
 from embedtune.features.calendar_data import FOMC_COVERAGE, FOMC_MEETINGS
 
 DAY = np.timedelta64(1, "D")

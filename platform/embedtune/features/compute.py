@@ -6,7 +6,7 @@ from typing import Any
 import pandas as pd
 
 from embedtune.data.market import MarketData
-from embedtune.features._base import build_family
+from embedtune.features.family import build_family
 from embedtune.features.cache import FeatureCache, family_key, market_inputs_hash
 
 

@@ -1,7 +1,8 @@
-"""Numba kernel of the microstructure family: VPIN's volume bucketing, a loop that cannot be vectorized.
+"""Numba kernels of the feature families: recursions that cannot be vectorized (each value needs the previous one).
 
-Which bucket a unit of volume lands in depends on how full the previous bucket was, and a bucket's size is fixed
-when it opens, so the fill state has to be carried forward bar by bar.
+``kama_nb`` (technical) carries the adaptive average forward bar by bar. ``vpin_nb`` (microstructure) pours volume
+into equal-volume buckets: which bucket a unit of volume lands in depends on how full the previous bucket was, and a
+bucket's size is fixed when it opens, so the fill state has to be carried forward bar by bar.
 """
 from __future__ import annotations
 
@@ -10,8 +11,32 @@ from numba import njit
 
 
 @njit(cache=True)
-def vpin_kernel(volume: np.ndarray, buy_fraction: np.ndarray, bucket_size: np.ndarray,
-                n_buckets: int) -> np.ndarray:
+def kama_nb(close: np.ndarray, smoothing: np.ndarray, seed_index: int) -> np.ndarray:
+    """Kaufman adaptive moving average: kama[t] = kama[t-1] + smoothing[t] * (close[t] - kama[t-1]).
+
+    Seeded with kama[seed_index] = close[seed_index]; NaN before the seed. Where close or smoothing is NaN the
+    previous value is carried, so a missing bar never poisons the rest of the series.
+    """
+    n = close.shape[0]
+    out = np.full(n, np.nan)
+    if seed_index >= n:
+        return out
+    prev = close[seed_index]
+    out[seed_index] = prev
+    for t in range(seed_index + 1, n):
+        c = close[t]
+        sc = smoothing[t]
+        if np.isnan(prev):
+            prev = c
+        elif not (np.isnan(c) or np.isnan(sc)):
+            prev = prev + sc * (c - prev)
+        out[t] = prev
+    return out
+
+
+@njit(cache=True)
+def vpin_nb(volume: np.ndarray, buy_fraction: np.ndarray, bucket_size: np.ndarray,
+            n_buckets: int) -> np.ndarray:
     """VPIN after each bar: mean of |V_buy - V_sell| / V over the last ``n_buckets`` completed volume buckets.
 
     Bars are poured into equal-volume buckets in order; a bar that overflows its bucket is split, each part keeping

@@ -17,8 +17,8 @@ from pydantic import Field
 
 from embedtune.data.market import CHAIN_COLUMNS, MarketData
 from embedtune.errors import DataError
-from embedtune.features._base import FamilyParams, FeatureFamily, register
-from embedtune.features.options import (
+from embedtune.features.family import FamilyParams, FeatureFamily, register
+from embedtune.options import (
     IVReason, atm_vol_at_tenor, bs_greeks, fit_sabr, greeks_momentum, implied_vol, option_flow, smile_params,
     term_structure_slope,
 )

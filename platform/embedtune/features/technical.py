@@ -15,9 +15,9 @@ from pandas.tseries.offsets import Day, MonthEnd, QuarterEnd, Tick, Week, YearEn
 from pydantic import Field, field_validator, model_validator
 
 from embedtune.data.market import MarketData
-from embedtune.features._base import FamilyParams, FeatureFamily, register
+from embedtune.features.family import FamilyParams, FeatureFamily, register
 from embedtune.features.base import rolling_zscore, rsi
-from embedtune.features.technical_nb import kama_kernel
+from embedtune.features.nb import kama_nb
 
 #: Windows per vectorized volume-profile block; bounds memory to a few (block, window) float arrays.
 PROFILE_CHUNK: int = 1 << 15
@@ -87,7 +87,7 @@ def kama(close: pd.Series, er_window: int, fast: int, slow: int) -> pd.Series:
         er = np.where(path == 0.0, 0.0, change / path)
     fast_sc, slow_sc = 2.0 / (fast + 1.0), 2.0 / (slow + 1.0)
     smoothing = (er * (fast_sc - slow_sc) + slow_sc) ** 2
-    out = kama_kernel(np.ascontiguousarray(values), np.ascontiguousarray(smoothing), er_window - 1)
+    out = kama_nb(np.ascontiguousarray(values), np.ascontiguousarray(smoothing), er_window - 1)
     out[:er_window] = np.nan
     return pd.Series(out, index=close.index)
 

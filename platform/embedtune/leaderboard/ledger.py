@@ -20,6 +20,7 @@ from scipy import stats
 from embedtune.backtest.overfitting import (deflated_sharpe_ratio, expected_max_sharpe, per_period_sharpe,
                                             probability_of_backtest_overfitting)
 from embedtune.leaderboard.records import TrialRecord
+from embedtune.trial_state import TrialStatus
 
 #: PBO blocks (CSCV ``S``), at most; fewer when there are few out-of-sample bars.
 MAX_PBO_SPLITS = 16
@@ -77,7 +78,7 @@ def ledger_checks(records: list[TrialRecord], periods_per_year: float, selected:
     }
     summary.update(_pbo(records))
     for record in records:
-        if record.status == "done" and record.oos is not None:
+        if record.status == TrialStatus.DONE and record.oos is not None:
             record.metrics["pbo"] = summary["pbo"]
     if selected is not None and selected.trial_id in strategy:
         returns = strategy[selected.trial_id]
@@ -93,7 +94,7 @@ def ledger_checks(records: list[TrialRecord], periods_per_year: float, selected:
 
 def _pbo(records: list[TrialRecord]) -> dict[str, Any]:
     """CSCV over the finished trials' common bars; how many trials it could not use, and why."""
-    done = [r for r in records if r.status == "done" and _returns(r, "strategy_return") is not None]
+    done = [r for r in records if r.status == TrialStatus.DONE and _returns(r, "strategy_return") is not None]
     out: dict[str, Any] = {"pbo": math.nan, "pbo_trials_used": len(done), "pbo_trials_unused": len(records) - len(done)}
     if len(done) < 2:
         out["pbo_note"] = "needs at least 2 finished trials"

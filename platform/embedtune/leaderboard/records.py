@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-METRIC_COLUMNS = (
-    "sharpe", "sortino", "information_ratio", "max_drawdown", "calmar", "hit_rate", "turnover",
-    "total_return", "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "deflated_sharpe_excess",
-    "pbo", "risk_adjusted", "benchmark_correlation", "capacity", "direction_majority_share",
-)
+from embedtune.metric_registry import LEADERBOARD_METRICS, metric_mode
+from embedtune.trial_state import TrialStatus
+
+if TYPE_CHECKING:
+    from embedtune.config.schema import ExperimentConfig
+
+#: The table's metric columns, in order (the registry's leaderboard metrics).
+METRIC_COLUMNS: tuple[str, ...] = LEADERBOARD_METRICS
 #: Per-trial results beside the search metrics: the lockbox evaluation and the spread over seed repeats.
 RESULT_PREFIXES = ("holdout_",)
 RESULT_SUFFIXES = ("_seed_std",)
@@ -48,7 +51,7 @@ PATH_COLUMNS = ("n_paths",)
 @dataclass
 class TrialRecord:
     trial_id: str
-    status: str  # "done" | "error" | "stopped"
+    status: TrialStatus
     params: dict[str, Any]
     metrics: dict[str, float]
     folds_done: int
@@ -60,6 +63,9 @@ class TrialRecord:
     baseline: str | None = None
     #: ``model.type`` of the trial (for the averaged top-k row: its members' types).
     model: str = ""
+
+    def __post_init__(self) -> None:
+        self.status = TrialStatus(self.status)  # a plain "done" from older callers; anything else is refused
 
 
 def _short(path: str) -> str:
@@ -79,12 +85,11 @@ def ranked_table(records: list[TrialRecord], targets: list[str], data_hash: str,
                  experiment_hash: str) -> pd.DataFrame:
     """Trials best first: finished before failed, feasible before infeasible, then (several objectives) Pareto
     front first, then by the first objective. Failed trials stay in the table so nothing is silently dropped."""
-    from embedtune.config import metric_mode
     from embedtune.tune.objectives import is_feasible, objective_key
 
     rows = []
     for r in records:
-        row: dict[str, Any] = {"trial": r.trial_id, "status": r.status, "folds": r.folds_done,
+        row: dict[str, Any] = {"trial": r.trial_id, "status": r.status.value, "folds": r.folds_done,
                                "baseline": r.baseline or "", "model": r.model, "flags": trial_flags(r.metrics)}
         row.update({_short(k): v for k, v in sorted(r.params.items()) if k != "model.type"})  # the "model" column
         row.update({m: r.metrics.get(m, math.nan) for m in METRIC_COLUMNS})
@@ -98,7 +103,7 @@ def ranked_table(records: list[TrialRecord], targets: list[str], data_hash: str,
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    done = (table["status"] == "done").to_numpy()
+    done = (table["status"] == TrialStatus.DONE).to_numpy()
     signed = np.column_stack([
         [r.metrics.get(objective_key(m), math.nan) * (1 if metric_mode(m) == "max" else -1) for r in records]
         for m in targets
@@ -112,6 +117,13 @@ def ranked_table(records: list[TrialRecord], targets: list[str], data_hash: str,
     table = table.iloc[order].reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table
+
+
+def rank_records(records: list[TrialRecord], cfg: ExperimentConfig) -> list[TrialRecord]:
+    """Records in leaderboard order (the search objective, feasibility, the Pareto front; see ``ranked_table``)."""
+    table = ranked_table(records, cfg.objective.targets, "", cfg.config_hash)
+    order = {trial: i for i, trial in enumerate(table["trial"])} if not table.empty else {}
+    return sorted(records, key=lambda r: order.get(r.trial_id, len(order)))
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from sqlalchemy import (JSON, Boolean, CheckConstraint, Column, DateTime, Engine, Float, ForeignKey, Index, Integer,
                         MetaData, String, Table, Text, inspect, text)
 
-from embedtune.leaderboard.bundle import STORED_METRICS
+from embedtune.bundle.reader import STORED_METRICS
+from embedtune.trial_state import TrialStatus
 
-STATUSES = ("done", "error", "stopped")
+STATUSES = tuple(s.value for s in TrialStatus)
 DATASET_KINDS = ("real", "synthetic")
 
 metadata = MetaData()
@@ -57,7 +58,7 @@ trials = Table(
     Column("head_metrics", JSON, nullable=False),
     Column("fold_metrics", JSON, nullable=False),
     Column("artifacts", JSON, nullable=False),
-    CheckConstraint("status IN ('done', 'error', 'stopped')", name="ck_trials_status"),
+    CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="ck_trials_status"),
     CheckConstraint("dataset IN ('real', 'synthetic')", name="ck_trials_dataset"),
     Index("ix_trials_sharpe", "sharpe"),
 )

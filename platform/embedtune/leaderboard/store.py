@@ -14,12 +14,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
 from embedtune.errors import EmbedtuneError
-from embedtune.leaderboard.bundle import STORED_METRICS, Bundle, BundleError, clean, read_bundle
+from embedtune.bundle.layout import LEADERBOARD_DB
+from embedtune.bundle.reader import STORED_METRICS, Bundle, BundleError, clean, read_bundle
 from embedtune.leaderboard.records import METRIC_COLUMNS, RESULT_PREFIXES, RESULT_SUFFIXES
 from embedtune.leaderboard import schema
 from embedtune.leaderboard.schema import experiments, metadata, trials
+from embedtune.trial_state import TrialStatus
 
-DEFAULT_URL = "sqlite:///results/leaderboard.db"
+DEFAULT_URL = f"sqlite:///results/{LEADERBOARD_DB}"
 OPERATORS = ("==", "!=", ">=", "<=", "=", ">", "<")
 _KEY = re.compile(r"^\s*([A-Za-z_][\w.]*?)\s*(==|!=|>=|<=|=|>|<)?\s*$")
 LEAD_COLUMNS = ("experiment", "run_id", "rank", "trial", "status", "baseline", "model", "flags", "strategy", "dataset",
@@ -154,7 +156,7 @@ class LeaderboardStore:
             run_ids = [runs[0]["run_id"]] if runs[0]["run_id"] == name else [r["run_id"] for r in runs]
             metric, mode = runs[0]["objective_metric"], runs[0]["objective_mode"]
             # Each run's rank 1 already weighs feasibility and the Pareto front; across runs, the primary objective.
-            frame = self.trials({"run_id": run_ids, "rank": 1, "status": "done", f"{metric}!=": None}, sort=metric,
+            frame = self.trials({"run_id": run_ids, "rank": 1, "status": TrialStatus.DONE.value, f"{metric}!=": None}, sort=metric,
                                 descending=mode == "max", top=1)
             if frame.empty:
                 frame = self.trials({"run_id": run_ids[0]}, sort="rank", descending=False, top=1)
@@ -179,7 +181,7 @@ class LeaderboardStore:
     def experiments(self) -> pd.DataFrame:
         """One row per ingested run, newest first, with its trial counts."""
         counts = (select(trials.c.run_id, func.count().label("n_trials"),
-                         func.sum(case((trials.c.status == "done", 1), else_=0)).label("n_done"))
+                         func.sum(case((trials.c.status == TrialStatus.DONE.value, 1), else_=0)).label("n_done"))
                   .group_by(trials.c.run_id).subquery())
         query = (select(experiments, func.coalesce(counts.c.n_trials, 0).label("n_trials"),
                         func.coalesce(counts.c.n_done, 0).label("n_done"))

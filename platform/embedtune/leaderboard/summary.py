@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from embedtune.leaderboard.bundle import Bundle
+from embedtune.bundle.reader import Bundle
 
 WIDTH = 120
 #: (header, column, width, format) of the fixed columns: text ("s") left-aligned, numbers right-aligned. The column

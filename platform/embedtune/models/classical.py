@@ -27,16 +27,15 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from embedtune.config import LightGBMConfig, LinearConfig, ModelConfig
-from embedtune.labels import DIRECTION_CLASSES, REGIME_CLASSES
+from embedtune.config.schema import LightGBMConfig, LinearConfig, ModelConfig
+from embedtune.labels import DIRECTION_CLASSES, LABEL_COLUMNS, PREDICTION_COLUMNS, REGIME_CLASSES
 
 #: Heads in label-column order (column i of the label matrix is head i).
-HEADS = ("direction", "volatility", "volume", "regime")
+HEADS = LABEL_COLUMNS
 #: Number of classes of each class head (a regression head is absent).
 N_CLASSES = {"direction": len(DIRECTION_CLASSES), "regime": len(REGIME_CLASSES)}
-#: ``predict``'s columns: the order of ``train.loop.PREDICTION_COLUMNS`` (kept here so this module needs no torch).
-COLUMNS = ([f"p_{c}" for c in DIRECTION_CLASSES] + ["vol_pred", "volume_pred"]
-           + [f"regime_{i}" for i in range(len(REGIME_CLASSES))])
+#: ``predict``'s columns.
+COLUMNS = list(PREDICTION_COLUMNS)
 KINDS = ("linear", "lightgbm")
 #: Boosting rounds without a better validation score before LightGBM stops (the best round is kept).
 STOPPING_ROUNDS = 20

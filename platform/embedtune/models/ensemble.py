@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from embedtune.config import ModelConfig
+from embedtune.config.schema import ModelConfig
 from embedtune.models.chain_transformer import OptionChainTransformer
 from embedtune.models.fusion import build_fusion
 from embedtune.models.gnn import OptionGraphEncoder

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedtune.labels import label_column
+
 N_DIRECTION = 3
 N_REGIME = 5
 TASKS = ("direction", "volatility", "volume", "regime")
@@ -50,15 +52,16 @@ def multitask_loss(outputs: dict[str, torch.Tensor], targets: torch.Tensor, lamb
     weighted sum over the batch divided by the sum of the targets' weights. The defaults call ``F.cross_entropy``
     exactly as before, so the loss is bit-identical to the unweighted, unsmoothed one."""
     if direction_weights is None and label_smoothing == 0.0:
-        direction = F.cross_entropy(outputs["direction"], targets[:, 0].long())
+        direction = F.cross_entropy(outputs["direction"], targets[:, label_column("direction")].long())
     else:
-        direction = F.cross_entropy(outputs["direction"], targets[:, 0].long(), weight=direction_weights,
+        direction = F.cross_entropy(outputs["direction"], targets[:, label_column("direction")].long(),
+                                    weight=direction_weights,
                                     label_smoothing=label_smoothing)
     parts = {
         "direction": direction,
-        "volatility": F.mse_loss(outputs["volatility"], targets[:, 1]),
-        "volume": F.mse_loss(outputs["volume"], targets[:, 2]),
-        "regime": F.cross_entropy(outputs["regime"], targets[:, 3].long()),
+        "volatility": F.mse_loss(outputs["volatility"], targets[:, label_column("volatility")]),
+        "volume": F.mse_loss(outputs["volume"], targets[:, label_column("volume")]),
+        "regime": F.cross_entropy(outputs["regime"], targets[:, label_column("regime")].long()),
     }
     total = sum(lambdas[name] * loss for name, loss in parts.items())
     return TaskLosses(total=total, parts=parts)  # type: ignore[arg-type]

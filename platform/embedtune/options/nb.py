@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
-#: Implied-volatility reason codes (``IVReason`` in ``options.py`` names them; the values live here for numba).
+#: Implied-volatility reason codes (``IVReason`` in ``iv.py`` names them; the values live here for numba).
 IV_OK = 0
 IV_BELOW_INTRINSIC = 1
 IV_ABOVE_MAX = 2

@@ -11,12 +11,11 @@ the standardized feature row the enhancer serves, ``tanh`` of the mean of its di
 MACD, ...), so the regime table's family weights move it. Both targets are executed at the next bar's open by
 ``run_backtest`` over the same bars, from the first bar both variants have a signal.
 
-The result is one bundle in ``experiment.write_bundle``'s layout (two trials, one pseudo-fold over the replayed
+The result is one bundle in ``bundle.writer.write_bundle``'s layout (two trials, one pseudo-fold over the replayed
 period), written under a hidden ``.partial`` name, renamed when complete and ingested into the leaderboard store.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -28,7 +27,9 @@ import pandas as pd
 
 from embedtune.backtest.metrics import compute_metrics, periods_per_year
 from embedtune.backtest.portfolio import run_backtest
-from embedtune.config import ObjectiveConfig, StrategyConfig
+from embedtune.bundle.layout import LEADERBOARD_DB
+from embedtune.bundle.publish import publishing, staging_path
+from embedtune.config.schema import ObjectiveConfig, StrategyConfig
 from embedtune.data.market import MarketData
 from embedtune.errors import ConfigError
 from embedtune.leaderboard.records import TrialRecord
@@ -37,9 +38,10 @@ from embedtune.realtime.compare_bundle import OBJECTIVE, content_hash, write_com
 from embedtune.realtime.config import RealtimeConfig
 from embedtune.realtime.enhancer import RealTimeEnhancer
 from embedtune.realtime.model import HEAD_COLUMNS
-from embedtune.realtime.replay import Progress, Serving, bar_ticks, load_serving, load_stream_market
+from embedtune.realtime.serving import Progress, Serving, bar_ticks, load_serving, load_stream_market
 from embedtune.strategy import direction_signal
 from embedtune.tune.objectives import capacity, objective_values, risk_adjusted
+from embedtune.trial_state import TrialStatus
 
 EXPERIMENT = "realtime-adaptive-vs-static"
 VARIANTS: tuple[str, ...] = ("adaptive", "static")
@@ -77,7 +79,7 @@ class TradingRule:
                    float(strategy.fees if fees is None else fees),
                    float(strategy.slippage if slippage is None else slippage))
         if not 0.0 <= rule.threshold < 1.0:
-            raise ConfigError(_WHERE, "threshold", f"must be in [0, 1), got {rule.threshold}")
+            raise ConfigError("threshold", f"must be in [0, 1), got {rule.threshold}", path=_WHERE)
         return rule
 
 
@@ -109,8 +111,8 @@ def readout_index(columns: list[str]) -> np.ndarray:
     """Positions of the directional columns in the served row (what the model-free readout averages)."""
     index = np.array([i for i, c in enumerate(columns) if c in DIRECTIONAL_COLUMNS], dtype=int)
     if not len(index):
-        raise ConfigError(_WHERE, "features", f"no directional column to read a signal from without a model "
-                                              f"(one of {sorted(DIRECTIONAL_COLUMNS)}); served: {columns}")
+        raise ConfigError("features", f"no directional column to read a signal from without a model "
+                                      f"(one of {sorted(DIRECTIONAL_COLUMNS)}); served: {columns}", path=_WHERE)
     return index
 
 
@@ -195,8 +197,8 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
     edges = pd.DataFrame({n: t.edge for n, t in traces.items()}, index=ticks.index)
     both = edges.notna().all(axis=1).to_numpy()
     if both.sum() < 2:
-        raise ConfigError(_WHERE, "limit", f"{len(market.bars)} bars give {int(both.sum())} bar(s) with a signal "
-                                           "from both variants; a backtest needs at least 2: replay more bars")
+        raise ConfigError("limit", f"{len(market.bars)} bars give {int(both.sum())} bar(s) with a signal "
+                                   "from both variants; a backtest needs at least 2: replay more bars", path=_WHERE)
     first = int(both.argmax())
     bars = market.bars.iloc[ticks["row"].to_numpy()[first:]]
     annualization = periods_per_year(bars.index)
@@ -208,7 +210,7 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
         oos["regime"] = ticks["regime"].iloc[first:]
         oos["profile"] = trace.profile[first:]
         records.append(TrialRecord(
-            trial_id=variant, status="done", params={"adaptive": variant == "adaptive"}, metrics=metrics,
+            trial_id=variant, status=TrialStatus.DONE, params={"adaptive": variant == "adaptive"}, metrics=metrics,
             folds_done=1, config_hash=content_hash(trace.config.model_dump(mode="json")), oos=oos,
             extra={"profile_changes": trace.profile_changes(),
                    "regime_changes": trace.enhancer.event_counts.get("regime_change", 0),
@@ -218,18 +220,13 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
     root = Path(out_root).resolve() / name
     root.mkdir(parents=True, exist_ok=True)
     run_id = _free_run_id(root, f"{started_at:%Y%m%d-%H%M%S}-{content_hash(config)[:8]}")
-    staging, final = root / f".{run_id}.partial", root / run_id
-    staging.mkdir()
-    try:
+    final = root / run_id
+    with publishing(final, clear=False) as staging:  # a staging that exists is another live run's: never removed
         enhancer = traces["adaptive"].enhancer
         write_comparison_bundle(staging, run_id, config, market, bars, enhancer.columns,
                                 list(enhancer.engine.skipped), records, annualization, started_at,
                                 time.perf_counter() - started)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    db = leaderboard_db or f"sqlite:///{Path(out_root).resolve() / 'leaderboard.db'}"
+    db = leaderboard_db or f"sqlite:///{Path(out_root).resolve() / LEADERBOARD_DB}"
     with LeaderboardStore(db) as store:  # one transaction: the run and both trials, or nothing
         store.ingest(final)
     return final
@@ -238,7 +235,7 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
 def _free_run_id(root: Path, run_id: str) -> str:
     """``run_id``, suffixed when a run with the same config started in the same second (bundle or staging)."""
     candidate, n = run_id, 1
-    while (root / candidate).exists() or (root / f".{candidate}.partial").exists():
+    while (root / candidate).exists() or staging_path(root / candidate).exists():
         n += 1
         candidate = f"{run_id}-{n}"
     return candidate

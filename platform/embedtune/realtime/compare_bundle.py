@@ -1,4 +1,4 @@
-"""The adaptive-against-static comparison as a result bundle, in ``experiment.write_bundle``'s layout.
+"""The adaptive-against-static comparison as a result bundle, in ``bundle.writer.write_bundle``'s layout.
 
 Same files and columns as an experiment's bundle (``config.yaml``, ``leaderboard.csv`` from ``ranked_table``,
 ``trials/<trial>_oos.parquet``, ``equity.png``, ``manifest.json``, ``leaderboard.md``, ``report.html``), so the
@@ -17,9 +17,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from embedtune.config import metric_mode
+from embedtune.bundle.layout import (CONFIG_FILE, EQUITY_PNG, LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE,
+                                     TRIALS_DIR, oos_file)
+from embedtune.bundle.manifest import Manifest, write_manifest
+from embedtune.config.schema import metric_mode
 from embedtune.data.market import MarketData
-from embedtune.leaderboard.bundle import clean, period_stats
+from embedtune.bundle.reader import clean, period_stats
 from embedtune.leaderboard.chart import equity_chart
 from embedtune.leaderboard.records import TrialRecord, ranked_table, to_markdown
 from embedtune.realtime.config import REGIMES
@@ -63,33 +66,35 @@ def write_comparison_bundle(staging: Path, run_id: str, config: dict[str, Any], 
     ranked = sorted(records, key=lambda r: order[r.trial_id])
     selection = ledger_checks(records, annualization, ranked[0] if ranked else None)
     table = ranked_table(ranked, [OBJECTIVE], data_hash, config_hash)
-    (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    table.to_csv(staging / "leaderboard.csv", index=False)
-    (staging / "trials").mkdir()
+    (staging / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    table.to_csv(staging / LEADERBOARD_CSV, index=False)
+    (staging / TRIALS_DIR).mkdir()
     for record in ranked:
-        record.oos.to_parquet(staging / "trials" / f"{record.trial_id}_oos.parquet")  # type: ignore[union-attr]
-    equity_chart(ranked, staging / "equity.png", f"{config['name']}: adaptive against static", market.synthetic)
+        record.oos.to_parquet(staging / TRIALS_DIR / oos_file(record.trial_id))  # type: ignore[union-attr]
+    equity_chart(ranked, staging / EQUITY_PNG, f"{config['name']}: adaptive against static", market.synthetic)
     start, end = str(bars.index[0]), str(bars.index[-1])
     sharpe = {r.trial_id: r.metrics.get("sharpe") for r in records}
-    manifest = clean({
-        "run_id": run_id, "experiment": config["name"], "config_file": config["config_file"],
-        "config_hash": config_hash, "started": started_at.isoformat(),
-        "ended": (started_at + timedelta(seconds=seconds)).isoformat(),
-        "data": {"name": market.name, "source": market.source, "synthetic": market.synthetic, "hash": data_hash,
-                 "bars": len(bars), "start": start, "end": end, "replayed_bars": len(market.bars),
-                 "features": columns, "dropped_features": skipped, "notes": market.notes or {}},
-        "folds": [{"fold": 0, "train": None, "test": [start, end]}],
-        "objective": {"metric": OBJECTIVE, "mode": metric_mode(OBJECTIVE), "targets": [OBJECTIVE],
-                      "constraints": {}},
-        "selection": selection, "git_commit": git_commit(), "seconds": round(seconds, 1),
-        "trials": {r.trial_id: {"status": r.status, "error": r.error, **r.extra} for r in records},
-        "regimes": {r.trial_id: regime_breakdown(r.oos, annualization) for r in records},  # type: ignore[arg-type]
-        "comparison": {"signal": config["signal"], "rule": config["rule"], "sharpe": sharpe,
-                       "sharpe_difference": _difference(sharpe)},
-    })
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, allow_nan=False))
-    (staging / "leaderboard.md").write_text(render_markdown(config, manifest, table, "- " + ledger_line(selection)))
-    write_html_report(staging, staging / "report.html")
+    typed = Manifest(
+        run_id=run_id, experiment=config["name"], config_file=config["config_file"],
+        config_hash=config_hash, started=started_at.isoformat(),
+        ended=(started_at + timedelta(seconds=seconds)).isoformat(),
+        data={"name": market.name, "source": market.source, "synthetic": market.synthetic, "hash": data_hash,
+              "bars": len(bars), "start": start, "end": end, "replayed_bars": len(market.bars),
+              "features": columns, "dropped_features": skipped, "notes": market.notes or {}},
+        folds=[{"fold": 0, "train": None, "test": [start, end]}],
+        objective={"metric": OBJECTIVE, "mode": metric_mode(OBJECTIVE), "targets": [OBJECTIVE],
+                   "constraints": {}},
+        selection=selection, git_commit=git_commit(), seconds=round(seconds, 1),
+        trials={r.trial_id: {"status": r.status.value, "error": r.error, **r.extra} for r in records},
+        extra={"regimes": {r.trial_id: regime_breakdown(r.oos, annualization)  # type: ignore[arg-type]
+                           for r in records},
+               "comparison": {"signal": config["signal"], "rule": config["rule"], "sharpe": sharpe,
+                              "sharpe_difference": _difference(sharpe)}},
+    )
+    manifest = clean(typed.to_dict())  # strict JSON: NaN and numpy scalars out
+    write_manifest(staging, Manifest.from_dict(manifest), allow_nan=False)
+    (staging / LEADERBOARD_MD).write_text(render_markdown(config, manifest, table, "- " + ledger_line(selection)))
+    write_html_report(staging, staging / REPORT_FILE)
 
 
 def _difference(sharpe: dict[str, float | None]) -> float | None:
@@ -115,7 +120,7 @@ def render_markdown(config: dict[str, Any], manifest: dict[str, Any], table: pd.
                                           for t, v in trials.items()),
         "- Sharpe adaptive - static: " + ("undefined" if difference is None else f"{difference:.4g}"),
         f"- config hash `{manifest['config_hash']}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
-        selection, "", "![equity](equity.png)", "", to_markdown(table), "",
+        selection, "", f"![equity]({EQUITY_PNG})", "", to_markdown(table), "",
         "## Per detected regime", "", to_markdown(pd.DataFrame(rows)) if rows else "No backtested bars.", "",
     ]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from embedtune.config import ExperimentConfig, LabelConfig, Strict
+from embedtune.config.schema import ExperimentConfig, LabelConfig, Strict
 
 REGIMES: tuple[str, ...] = ("normal", "high_volatility", "trending")
 

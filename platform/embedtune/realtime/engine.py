@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from embedtune.errors import EmbedtuneError
-from embedtune.features._base import build_family
+from embedtune.features.family import build_family
 from embedtune.features.base import BaseParams
 from embedtune.features.microstructure import MicrostructureParams
 from embedtune.features.technical import TechnicalParams

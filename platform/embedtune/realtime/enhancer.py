@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from embedtune.config import ExperimentConfig
+from embedtune.config.schema import ExperimentConfig
 from embedtune.models.ensemble import EmbeddingModel
 from embedtune.realtime.adaptive import RegimeDetector, attention_rows, input_weights
 from embedtune.realtime.cache import EnhancementCache

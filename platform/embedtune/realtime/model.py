@@ -8,14 +8,14 @@ the direct path from the newest row, plus every group source (small MLPs on the 
 is the model applied to the current window with the cached attention (and cached wavelet rows) reused: one linear
 map and a few tiny MLPs instead of a transformer pass.
 
-Bundles are read with ``torch.load(weights_only=True)`` (tensors only, never arbitrary pickles), ``np.load`` with
-``allow_pickle=False`` and a safe YAML loader.
+Model folders are read through ``saved_model`` (``load_weights``: ``torch.load(weights_only=True)``, tensors only,
+never arbitrary pickles; ``read_scaler``: ``np.load`` with ``allow_pickle=False``), the manifest through
+``bundle.manifest``, and the config with a safe YAML loader; the training statistics are a ``FoldScaler``.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,43 +23,43 @@ import torch
 from scipy.special import erf
 from torch import nn
 
-from embedtune.config import ExperimentConfig, load_config
-from embedtune.errors import EmbedtuneError
+from embedtune.bundle.layout import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, RAY_DIR, SCALER_FILE
+from embedtune.bundle.manifest import read_manifest
+from embedtune.config.loading import load_config
+from embedtune.config.schema import ExperimentConfig
 from embedtune.labels import DIRECTION_CLASSES
-from embedtune.models.ensemble import EmbeddingModel, build_model
+from embedtune.models.ensemble import EmbeddingModel
 from embedtune.models.sources import GroupSource, TemporalSource
-from embedtune.train.data import CLIP
-
-MODEL_FILE = "model.pt"
-CONFIG_FILE = "config.yaml"
-MANIFEST_FILE = "manifest.json"
-SCALER_FILE = "scaler.npz"
+from embedtune.saved_model import ModelError, build_network, input_width, read_scaler
+from embedtune.train.data import CLIP, FoldScaler
 #: Output names of ``Runner.heads``: direction probabilities, the standardized regression heads, the signal.
 HEAD_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in DIRECTION_CLASSES) + ("vol_pred", "volume_pred", "signal")
 
 
-class ModelBundleError(EmbedtuneError):
-    """A model folder that cannot be served: missing files, or weights that do not fit the config."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(path, message)
-        self.path, self.message = path, message
-
-    def __str__(self) -> str:
-        return f"model error: {self.path}: {self.message}"
+#: A model folder that cannot be served: the one saved-model error (missing files, weights that do not fit).
+ModelBundleError = ModelError
 
 
 class FeatureScaler:
-    """Standardize, clip to +-CLIP and zero NaN, as training does (``train.data.FoldScaler.features``).
+    """Standardize, clip to +-CLIP and zero NaN, as training does.
 
-    With ``mean``/``std`` (a bundle's ``scaler.npz``) the statistics are fixed; without, they are the expanding
+    With training statistics (``fixed``, a saved model's ``FoldScaler``; or ``mean``/``std``) they are applied by
+    ``FoldScaler.features`` itself, so serving cannot drift from training; without, the statistics are the expanding
     mean and std of the rows seen so far (Welford), the causal stand-in when the training statistics are unknown.
     """
 
-    def __init__(self, n_features: int, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
-        self.frozen = mean is not None and std is not None
-        self._mean = np.zeros(n_features) if mean is None else np.asarray(mean, dtype=np.float64)
-        self._std = np.ones(n_features) if std is None else np.where(np.asarray(std) > 1e-12, std, 1.0)
+    def __init__(self, n_features: int, mean: np.ndarray | None = None, std: np.ndarray | None = None,
+                 fixed: FoldScaler | None = None) -> None:
+        if fixed is None and mean is not None and std is not None:
+            fixed = FoldScaler(np.asarray(mean), np.asarray(std), np.zeros(0), np.ones(0))
+        if fixed is not None:  # a zero std (a constant training column) scales by 1, as the online path does
+            std = np.asarray(fixed.feature_std)
+            fixed = replace(fixed, feature_mean=np.asarray(fixed.feature_mean, dtype=np.float64),
+                            feature_std=np.where(std > 1e-12, std, 1.0))
+        self.fixed = fixed
+        self.frozen = fixed is not None
+        self._mean = np.zeros(n_features) if fixed is None else fixed.feature_mean
+        self._std = np.ones(n_features) if fixed is None else fixed.feature_std
         self._m2 = np.zeros(n_features)
         self._n = np.zeros(n_features)
 
@@ -81,6 +81,8 @@ class FeatureScaler:
         self._std = np.where(std > 1e-12, std, 1.0)
 
     def transform(self, row: np.ndarray) -> np.ndarray:
+        if self.fixed is not None:
+            return self.fixed.features(row)
         scaled = np.clip((row - self._mean) / self._std, -CLIP, CLIP)
         return np.nan_to_num(scaled, nan=0.0).astype(np.float32)
 
@@ -256,7 +258,7 @@ def _find(start: Path, name: str) -> Path | None:
     for folder in (start, *start.parents):
         if (folder / name).is_file():
             return folder / name
-        if folder.parent.name == "_ray" and (folder.parent.parent / folder.name / name).is_file():
+        if folder.parent.name == RAY_DIR and (folder.parent.parent / folder.name / name).is_file():
             return folder.parent.parent / folder.name / name
     return None
 
@@ -276,39 +278,9 @@ def load_bundle(model_dir: str | Path, config_path: str | Path | None = None) ->
         raise ModelBundleError(str(directory), f"no {CONFIG_FILE} in the folder or its parents; pass --config")
     cfg = load_config(found)
     manifest = _find(found.parent, MANIFEST_FILE) or _find(directory, MANIFEST_FILE)
-    names = None
-    if manifest is not None:
-        names = json.loads(manifest.read_text()).get("data", {}).get("features")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file, reported in one line
-        raise ModelBundleError(str(weights), f"not a weights-only state_dict ({type(err).__name__}: {err})") from None
-    n_features = _input_width(state)
-    if names is not None and len(names) != n_features:
-        raise ModelBundleError(str(weights), f"weights take {n_features} features, the manifest lists {len(names)}")
-    model = build_model(cfg.model, n_features, names)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        lines = str(err).splitlines()
-        first = (lines[1] if len(lines) > 1 else lines[0]).strip()
-        first = first if len(first) <= 160 else first[:157] + "..."
-        raise ModelBundleError(str(weights), f"weights do not fit {found}'s model section ({first}); pass the "
-                                             "trial's config with --config") from None
-    scaler = None
+    names = read_manifest(manifest).features if manifest is not None else None
+    model = build_network(cfg, weights, names, hint=f" of {found}; pass the trial's config with --config")
+    n_features = input_width(model.state_dict())
     scaler_path = _find(directory, SCALER_FILE)
-    if scaler_path is not None:
-        with np.load(scaler_path, allow_pickle=False) as stats:
-            scaler = FeatureScaler(n_features, stats["mean"], stats["std"])
+    scaler = FeatureScaler(n_features, fixed=read_scaler(scaler_path)) if scaler_path is not None else None
     return ModelBundle(config=cfg, model=model, feature_names=names, scaler=scaler, directory=directory)
-
-
-def _input_width(state: dict[str, torch.Tensor]) -> int:
-    """Feature count the weights were trained on, from the first input layer (any layout that names one)."""
-    for key in ("sources.temporal.encoder.input.weight", "sources.latest.mlp.0.weight"):
-        if key in state:
-            return int(state[key].shape[1])
-    for key, tensor in state.items():
-        if key.endswith(("encoder.input.weight", "mlp.0.weight")) and tensor.ndim == 2:
-            return int(tensor.shape[1])
-    raise ModelBundleError("<model.pt>", "no temporal or mlp input layer in the weights")

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from embedtune.config import LabelConfig
+from embedtune.config.schema import LabelConfig
 from embedtune.realtime.config import ABConfig, MonitorConfig
 from embedtune.realtime.events import Event
 from embedtune.realtime.incremental import LogReturn, RollingStd

@@ -8,8 +8,9 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from embedtune.config import SearchParam
-from embedtune.leaderboard.bundle import Bundle, period_stats
+from embedtune.config.schema import SearchParam
+from embedtune.bundle.reader import Bundle, period_stats
+from embedtune.trial_state import TrialStatus
 from embedtune.tune.space import to_distribution
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -67,7 +68,7 @@ def completed(bundle: Bundle) -> pd.DataFrame:
     if metric not in table.columns:
         return table.iloc[0:0]
     value = pd.to_numeric(table[metric], errors="coerce")
-    return table[(table["status"] == "done") & np.isfinite(value)]
+    return table[(table["status"] == TrialStatus.DONE) & np.isfinite(value)]
 
 
 def _distribution(values: pd.Series, spec: dict[str, Any] | None) -> optuna.distributions.BaseDistribution:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from embedtune.bundle.layout import REPORT_FILE
 from embedtune.leaderboard.store import LeaderboardStore
 from embedtune.report.figures import TEMPLATE
 from embedtune.storage import sqlite_file
@@ -80,7 +81,7 @@ def report_links(runs: pd.DataFrame, out: Path) -> dict[str, str]:
     """Each run's ``report.html``, relative to the page (so the folder can be moved or served as a whole)."""
     links = {}
     for run_id, bundle in zip(runs["run_id"], runs["bundle_path"]):
-        report = Path(str(bundle)) / "report.html"
+        report = Path(str(bundle)) / REPORT_FILE
         links[str(run_id)] = Path(os.path.relpath(report, out.parent)).as_posix()
     return links
 

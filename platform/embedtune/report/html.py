@@ -16,9 +16,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from embedtune.leaderboard.bundle import Bundle, read_bundle
+from embedtune.bundle.layout import REPORT_FILE
+from embedtune.bundle.publish import publishing_file
+from embedtune.bundle.reader import Bundle, read_bundle
 from embedtune.leaderboard.ledger import holdout_lines, ledger_line
 from embedtune.leaderboard.records import FLAGS_LEGEND
+from embedtune.metric_registry import BY_NAME
 from embedtune.report import analysis, figures
 
 CHART_IDS = ("chart-equity", "chart-underwater", "chart-pareto", "chart-importance", "chart-fold-sharpe",
@@ -225,6 +228,24 @@ def _section_holdout(bundle: Bundle) -> Section:
     return Section("holdout", "Lockbox holdout: evaluated once, after the search", lines + html_table(shown))
 
 
+def _section_timing(bundle: Bundle) -> Section:
+    """Wall seconds per phase of each trial, summed over its folds (``train.timing``): where a search's time went,
+    so the part worth making faster is the one that is measured as the largest."""
+    table = bundle.table
+    phases = [c for c in table.columns if c.startswith("seconds_")]
+    if not phases or table[phases].isna().all().all():
+        return Section("timing", "Where the time went", _note("No trial reported its phase timings.", "timing"))
+    shown = table[[c for c in ("trial", "model", "folds") if c in table.columns] + phases].copy()
+    shown["seconds_total"] = shown[phases].sum(axis=1, min_count=1)
+    totals = table[phases].sum()
+    share = ", ".join(f"{c.removeprefix('seconds_')} {v / totals.sum():.0%}" for c, v in totals.items()
+                      if totals.sum() > 0)
+    intro = ("Wall seconds each trial spent per phase, summed over its folds (scaling: fitting the fold scalers "
+             "and scaling inputs; pretrain; train: epochs and validation; predict: test blocks and head scores; "
+             f"backtest: strategy and vectorbt). All trials together: {share}.")
+    return Section("timing", "Where the time went", _note(intro, "timing") + html_table(shown))
+
+
 def _header(bundle: Bundle) -> str:
     d, (metric, mode) = bundle.data, bundle.objective
     banner = (f'<div id="{BANNER_ID}" role="alert">SYNTHETIC DATA: every number in this report comes from '
@@ -239,6 +260,9 @@ def _header(bundle: Bundle) -> str:
         f"run {bundle.run_id}; config hash {bundle.manifest.get('config_hash', '?')}; git "
         f"{bundle.manifest.get('git_commit', '?')}; {bundle.manifest.get('seconds', '?')} s",
     ]
+    defined = [f"{m} = {BY_NAME[m].definition}" for m in bundle.targets if m in BY_NAME]
+    if defined:
+        facts.append("objective definitions (r: strategy bar returns, A: bars a year): " + "; ".join(defined))
     selection = bundle.manifest.get("selection") or {}
     if "n_trials" in selection:
         facts.append(ledger_line(selection))
@@ -259,7 +283,7 @@ def render_report(bundle: Bundle, top: int = 5) -> str:
     sections += _section_equity(bundle, charts, top)
     sections += [_section_pareto(bundle, charts), _section_importance(bundle, charts),
                  _section_sharpe_distribution(bundle, charts), _section_monthly(bundle, charts),
-                 _section_embedding(bundle, charts), _section_regimes(bundle, top)]
+                 _section_embedding(bundle, charts), _section_regimes(bundle, top), _section_timing(bundle)]
     body = "".join(f'<section id="sec-{s.anchor}"><h2>{escape(s.title)}</h2>{s.body}</section>' for s in sections)
     title = escape(f"embedtune report: {bundle.experiment} {bundle.run_id}")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
@@ -269,9 +293,8 @@ def render_report(bundle: Bundle, top: int = 5) -> str:
 def write_html_report(bundle_dir: Path, out: Path | None = None, top: int = 5) -> Path:
     """Write the report (default ``<bundle>/report.html``) atomically and return its path."""
     bundle = read_bundle(bundle_dir)
-    out = Path(out) if out is not None else bundle.path / "report.html"
+    out = Path(out) if out is not None else bundle.path / REPORT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    partial.write_text(render_report(bundle, top=max(1, top)), encoding="utf-8")
-    partial.replace(out)
+    with publishing_file(out) as partial:
+        partial.write_text(render_report(bundle, top=max(1, top)), encoding="utf-8")
     return out

@@ -1,4 +1,4 @@
-"""One walk-forward fold of a classical baseline (``model.type: linear | lightgbm``): the twin of ``loop.fit_fold``.
+"""One walk-forward fold of a classical baseline (``model.type: linear | lightgbm``): the twin of ``fold.fit_fold``.
 
 Same training samples (``fold_train``), same scaler (``FoldScaler`` over the rows the deep model's windows would read,
 training segment only), same validation slice (``split_validation``, purged), same prediction frame and head metrics:
@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 
 from embedtune.backtest.splits import Fold
-from embedtune.config import ExperimentConfig
+from embedtune.config.schema import ExperimentConfig
 from embedtune.dataset import PreparedData
 from embedtune.evaluation import head_metrics
+from embedtune.labels import PREDICTION_COLUMNS, label_column, prediction_columns, unscale_predictions
 from embedtune.models.classical import ClassicalModel, fit_classical
 from embedtune.train.data import FoldScaler
-from embedtune.train.loop import PREDICTION_COLUMNS, FoldOutcome, fold_train
+from embedtune.train.outcome import FoldOutcome, fold_train
+from embedtune.train.timing import PhaseTimer
 from embedtune.train.validation import split_validation
 
 #: Probabilities are clipped here before the log of the training log-loss (a class the model gives 0 stays finite).
@@ -34,6 +36,8 @@ def fit_classical_fold(cfg: ExperimentConfig, data: PreparedData, fold: Fold, se
     kept per head."""
     kind = cfg.model.type
     es = cfg.training.early_stopping
+    timer = PhaseTimer()
+    timer.start("scaling")
     train = fold_train(data, fold)
     # Only LightGBM validates (early stopping); linear tunes nothing on a validation slice, so it keeps every
     # training sample, the purge gap such a slice would cost included.
@@ -43,27 +47,29 @@ def fit_classical_fold(cfg: ExperimentConfig, data: PreparedData, fold: Fold, se
     x = scaler.features(data.features)  # row t: bar t's features only
     y = scaler.targets(data.labels)
     n_threads = max(1, int(cfg.resources.cpus_per_worker))
+    timer.start("train")
     model = fit_classical(kind, x[split.fit], y[split.fit], x[split.validate], y[split.validate], cfg.model, seed,
                           n_threads)
+    train_loss = direction_log_loss(model, x[split.fit], data.labels[split.fit, label_column("direction")])
+    timer.start("predict")
     predictions = classical_predictions(model, x, scaler, fold.test, data.index)
     heads = {**head_metrics(predictions, data.labels[fold.test]), "epochs_run": 1.0}
     heads.update({f"best_iteration_{k}": float(v) for k, v in model.best_iterations.items()})
-    return FoldOutcome(fold=fold.index, predictions=predictions,
-                       train_loss=[direction_log_loss(model, x[split.fit], data.labels[split.fit, 0])],
-                       heads=heads, model=model, scaler=scaler)  # type: ignore[arg-type]
+    timer.stop()
+    return FoldOutcome(fold=fold.index, predictions=predictions, train_loss=[train_loss], heads=heads,
+                       model=model, scaler=scaler, seconds=timer.seconds)  # type: ignore[arg-type]
 
 
 def classical_predictions(model: ClassicalModel, x: np.ndarray, scaler: FoldScaler, positions: np.ndarray,
                           index: pd.Index) -> pd.DataFrame:
-    """The model's frame at these sample positions, regression columns back in label units (as ``loop.predict``)."""
+    """The model's frame at these sample positions, regression columns back in label units (as ``fold.predict``)."""
     values = model.predict(x[positions])
-    values[:, 3] = scaler.unscale_regression(values[:, 3], 1)
-    values[:, 4] = scaler.unscale_regression(values[:, 4], 2)
-    return pd.DataFrame(values, index=index[positions], columns=PREDICTION_COLUMNS)
+    unscale_predictions(values, scaler.unscale_regression)
+    return pd.DataFrame(values, index=index[positions], columns=list(PREDICTION_COLUMNS))
 
 
 def direction_log_loss(model: ClassicalModel, x: np.ndarray, direction: np.ndarray) -> float:
     """Mean cross-entropy of the direction head's probabilities against the direction labels (0, 1, 2)."""
-    p = model.predict(x)[:, 0:3]
+    p = model.predict(x)[:, prediction_columns("direction")]
     picked = p[np.arange(len(p)), np.asarray(direction, dtype=np.int64)]
     return float(-np.mean(np.log(np.clip(picked, LOG_LOSS_EPS, 1.0))))

@@ -10,8 +10,10 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 
 from embedtune.chains.tensorize import ChainTensors
+from embedtune.labels import label_column
 
-REGRESSION_COLUMNS = (1, 2)  # volatility, volume in the label matrix
+#: The regression heads' columns in the label matrix (volatility, volume).
+REGRESSION_COLUMNS = (label_column("volatility"), label_column("volume"))
 CLIP = 10.0
 
 

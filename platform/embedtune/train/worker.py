@@ -24,17 +24,14 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from embedtune.config import ExperimentConfig
+from embedtune.bundle.layout import (CLASSICAL_DIR, EPOCH_FILE, EPOCH_META, FINISHED_META, METRICS_FILE, MODEL_FILE,
+                                     OOS_FILE, PREDICTIONS_FILE, SCALER_FILE, finished_files)
+from embedtune.bundle.publish import publishing
+from embedtune.config.schema import ExperimentConfig
 from embedtune.dataset import PreparedData
-from embedtune.train.loop import FoldOutcome, FoldReport, restore_outcome, run_folds, stack_repeats, unstack_repeats
-
-PREDICTIONS_FILE = "predictions.parquet"
-OOS_FILE = "oos.parquet"
-METRICS_FILE = "metrics.json"
-MODEL_FILE = "model.pt"
-SCALER_FILE = "scaler.npz"
-#: Where a classical baseline's fold model is saved in a checkpoint (``ClassicalModel.save``).
-CLASSICAL_DIR = "classical"
+from embedtune.train.fold import restore_outcome
+from embedtune.train.loop import FoldReport, run_folds, stack_repeats, unstack_repeats
+from embedtune.train.outcome import FoldOutcome
 
 
 def write_checkpoint(directory: Path, report: FoldReport, predictions: pd.DataFrame) -> None:
@@ -52,18 +49,6 @@ def write_checkpoint(directory: Path, report: FoldReport, predictions: pd.DataFr
         scaler = report.outcome.scaler
         np.savez(directory / SCALER_FILE, mean=scaler.feature_mean, std=scaler.feature_std,
                  target_mean=scaler.target_mean, target_std=scaler.target_std)
-
-
-EPOCH_FILE = "epoch_state.pt"
-EPOCH_META = "epoch.json"
-
-
-#: ``training.seeds > 1``: what an epoch checkpoint keeps of the fold's repeats finished before the one training.
-FINISHED_META = "finished.json"
-
-
-def finished_files(repeat: int) -> tuple[str, str]:
-    return f"finished_{repeat}_predictions.parquet", f"finished_{repeat}_model.pt"
 
 
 def write_epoch_checkpoint(directory: Path, fold: int, epoch: int, state: dict[str, Any],
@@ -221,11 +206,9 @@ class LocalSession:
             existing = self._checkpoints()
             number = int(existing[-1].name.split("_")[-1]) + 1 if existing else 0
             path = self.directory / f"checkpoint_{number:06d}"
-            staging = self.directory / f".{path.name}.partial"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            write(staging)
-            staging.rename(path)
+            # A failed write stays like a killed one's (the next save clears it): one recovery path for both.
+            with publishing(path, cleanup=False) as staging:
+                write(staging)
             folds = [p for p in self._checkpoints() if not (p / EPOCH_META).exists()]
             keep = {path, *folds[-KEEP_FOLDS:]}
             for old in self._checkpoints():

@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from embedtune.config import ObjectiveConfig, metric_mode
+from embedtune.config.schema import ObjectiveConfig
+from embedtune.metric_registry import metric_mode
 
 WORST_MINIMIZED = 1e6
 

@@ -24,10 +24,12 @@ from ray.tune import Callback
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from embedtune.config import ExperimentConfig, metric_mode
+from embedtune.config.schema import ExperimentConfig
+from embedtune.metric_registry import metric_mode
 from embedtune.strategy import Strategy
 from embedtune.train.worker import FOLDS_DONE
 from embedtune.tune.limiter import InOrderLimiter
+from embedtune.tune.numbering import NumberedSearcher
 from embedtune.tune.objectives import objective_key
 from embedtune.tune.tracking import tracking_callbacks
 from embedtune.tune.space import SELECTED_KEY, VARIANT_KEY, ablation_variants, optuna_space
@@ -217,9 +219,9 @@ def make_searcher(cfg: ExperimentConfig, storage: str | None = None, study_name:
         study_name=study_name, constraint_keys=[f"constraint_{k}" for k in cfg.objective.constraints.active()],
     )
     if cfg.search.proposes_in_order:
-        return InOrderLimiter(searcher, cfg.search.max_concurrent, cfg.search.num_samples,
-                              LastFold(cfg.walk_forward.n_splits))
-    return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent)
+        return NumberedSearcher(InOrderLimiter(searcher, cfg.search.max_concurrent, cfg.search.num_samples,
+                                               LastFold(cfg.walk_forward.n_splits)))
+    return NumberedSearcher(ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent))
 
 
 def make_scheduler(cfg: ExperimentConfig) -> tune.schedulers.TrialScheduler | None:

@@ -5,7 +5,7 @@ from typing import Any
 
 import optuna
 
-from embedtune.config import ExperimentConfig, SearchParam
+from embedtune.config.schema import ExperimentConfig, SearchParam
 
 
 def to_distribution(param: SearchParam) -> optuna.distributions.BaseDistribution:
@@ -24,10 +24,12 @@ def optuna_space(cfg: ExperimentConfig) -> dict[str, optuna.distributions.BaseDi
 
 def apply_params(cfg: ExperimentConfig, params: dict[str, Any]) -> ExperimentConfig:
     """The trial's config: sampled (or fixed) values written at their dotted paths, then re-validated."""
-    return cfg.with_overrides({k: v for k, v in params.items() if k != VARIANT_KEY})
+    return cfg.with_overrides({k: v for k, v in params.items() if k not in (VARIANT_KEY, TRIAL_NUMBER_KEY)})
 
 
 VARIANT_KEY = "features_variant"
+#: The key of a searched trial's own number, its place in the order the searcher proposed it (``tune.numbering``).
+TRIAL_NUMBER_KEY = "trial_number"
 #: The key of a re-run of chosen trials (the lockbox evaluation): ``{"trial": leaderboard id, "params": {...}}``.
 SELECTED_KEY = "selected"
 

@@ -76,7 +76,7 @@ def tracking_callbacks(kind: TrackingKind, directory: Path, experiment: str) -> 
     experiment name (the TensorBoard subfolder and the MLflow experiment)."""
     errors = tracking_errors(kind)
     if errors:
-        raise ConfigError("<config>", *errors[0])
+        raise ConfigError(*errors[0])
     if kind == "tensorboard":
         return [TensorBoardCallback(tensorboard_dir(directory, experiment))]
     if kind == "mlflow":

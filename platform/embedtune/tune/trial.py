@@ -21,7 +21,7 @@ TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.25
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], data: list[Any], strategy: Any,
               storage_path: str) -> None:
-    from embedtune.config import CLASSICAL_MODELS, ExperimentConfig
+    from embedtune.config.schema import CLASSICAL_MODELS, ExperimentConfig
     from embedtune.train.worker import FoldReportCallback, LocalSession, build_trainer, run_trial_folds
     from embedtune.tune.space import trial_config
 

@@ -1,9 +1,8 @@
-"""Reading a result bundle back (``results/<experiment>/<run-id>/``): the one place outside ``experiment.py`` that
-knows the bundle's layout, shared by the leaderboard store and the HTML report so both read the same numbers.
+"""Reading a result bundle back (``results/<experiment>/<run-id>/``): the one reader, shared by the leaderboard
+store, the HTML report, the jobs and the real-time comparison so all of them read the same numbers.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -14,16 +13,21 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from embedtune.errors import EmbedtuneError
+from embedtune.bundle.layout import (CONFIG_FILE, EQUITY_PNG, LEADERBOARD_CSV, MANIFEST_FILE, REQUIRED_FILES,
+                                     TRIALS_DIR, oos_file)
+from embedtune.bundle.manifest import read_manifest
+from embedtune.errors import FileError
 from embedtune.leaderboard.records import (METRIC_COLUMNS, PATH_COLUMNS, PATH_SUFFIXES, RESULT_PREFIXES,
                                            RESULT_SUFFIXES)
+from embedtune.metric_registry import registered
 
 #: Metrics with a column of their own in the store, listed here rather than taken from ``METRIC_COLUMNS`` so the
 #: database schema stays put when the leaderboard grows a column (those land in the ``extra_metrics`` JSON).
 STORED_METRICS: tuple[str, ...] = (
-    "sharpe", "sortino", "information_ratio", "max_drawdown", "calmar", "hit_rate", "turnover", "total_return",
-    "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "pbo", "deflated_sharpe_excess",
-    "holdout_sharpe", "holdout_information_ratio", "holdout_max_drawdown", "holdout_total_return",
+    *registered("sharpe", "sortino", "information_ratio", "max_drawdown", "calmar", "hit_rate", "turnover",
+                "total_return", "annual_return", "annual_volatility", "n_trades", "deflated_sharpe", "pbo",
+                "deflated_sharpe_excess"),
+    *(f"holdout_{m}" for m in registered("sharpe", "information_ratio", "max_drawdown", "total_return")),
 )
 HEAD_PREFIXES: tuple[str, ...] = ("head_", "lambda_eff_", "fusion_")
 FIXED_COLUMNS: tuple[str, ...] = ("rank", "trial", "status", "folds", "baseline", "model", "flags", "config_hash",
@@ -31,21 +35,15 @@ FIXED_COLUMNS: tuple[str, ...] = ("rank", "trial", "status", "folds", "baseline"
 #: Per-trial outcomes without a column of their own: ranking flags, constraint slacks, sanitized objective values.
 FLAG_COLUMNS: tuple[str, ...] = ("feasible", "pareto")
 EXTRA_PREFIXES: tuple[str, ...] = ("constraint_", "objective_", *RESULT_PREFIXES)
-REQUIRED_FILES: tuple[str, ...] = ("manifest.json", "leaderboard.csv", "config.yaml")
 _TEXT_COLUMNS = {"trial": str, "status": str, "config_hash": str, "data_hash": str, "experiment_hash": str,
                  "baseline": str, "model": str, "flags": str}
 _DAYS_PER_YEAR = 365.25
 
 
-@dataclass
-class BundleError(EmbedtuneError):
+class BundleError(FileError):
     """A bundle directory that is missing a file or holds one that cannot be read."""
 
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"bundle error: {self.path}: {self.message}"
+    kind = "bundle error"
 
 
 def clean(value: Any) -> Any:
@@ -180,7 +178,7 @@ class Bundle:
         return {k: clean(row[k]) for k in self.param_columns if clean(row[k]) is not None}
 
     def oos_path(self, trial: str) -> Path | None:
-        path = self.path / "trials" / f"{trial}_oos.parquet"
+        path = self.path / TRIALS_DIR / oos_file(trial)
         return path if path.is_file() else None
 
     def oos(self, trial: str) -> pd.DataFrame | None:
@@ -212,8 +210,8 @@ class Bundle:
         return out
 
     def artifacts(self, trial: str) -> dict[str, str]:
-        found = {"bundle": self.path, "leaderboard_csv": self.path / "leaderboard.csv",
-                 "equity_png": self.path / "equity.png", "oos": self.oos_path(trial)}
+        found = {"bundle": self.path, "leaderboard_csv": self.path / LEADERBOARD_CSV,
+                 "equity_png": self.path / EQUITY_PNG, "oos": self.oos_path(trial)}
         return {k: str(v) for k, v in found.items() if v is not None and Path(v).exists()}
 
 
@@ -230,23 +228,23 @@ def read_bundle(bundle_dir: Path | str) -> Bundle:
     if missing:
         raise BundleError(str(bundle_dir), f"not a result bundle: missing {', '.join(missing)}")
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-        config_text = (path / "config.yaml").read_text()
+        manifest = read_manifest(path / MANIFEST_FILE).to_dict()
+        config_text = (path / CONFIG_FILE).read_text()
         config = yaml.safe_load(config_text) or {}
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise BundleError(str(bundle_dir), f"unreadable manifest or config: {str(err).splitlines()[0]}") from None
     if not isinstance(manifest, dict) or "experiment" not in manifest or not isinstance(config, dict):
-        raise BundleError(str(bundle_dir), "manifest.json has no 'experiment'")
+        raise BundleError(str(bundle_dir), f"{MANIFEST_FILE} has no 'experiment'")
     try:
-        table = pd.read_csv(path / "leaderboard.csv", dtype=_TEXT_COLUMNS)
+        table = pd.read_csv(path / LEADERBOARD_CSV, dtype=_TEXT_COLUMNS)
     except pd.errors.EmptyDataError:
         table = pd.DataFrame(columns=["rank", "trial", "status", "folds"])
     except (OSError, ValueError) as err:
-        raise BundleError(str(bundle_dir), f"unreadable leaderboard.csv: {str(err).splitlines()[0]}") from None
+        raise BundleError(str(bundle_dir), f"unreadable {LEADERBOARD_CSV}: {str(err).splitlines()[0]}") from None
     for column in ("baseline", "model", "flags"):  # text columns often empty (older bundles lack them)
         table[column] = table[column].fillna("") if column in table.columns else ""
     absent = {"rank", "trial", "status"} - set(table.columns)
     if absent:
-        raise BundleError(str(bundle_dir), f"leaderboard.csv lacks column(s) {', '.join(sorted(absent))}")
+        raise BundleError(str(bundle_dir), f"{LEADERBOARD_CSV} lacks column(s) {', '.join(sorted(absent))}")
     return Bundle(path=path, run_id=str(manifest.get("run_id", path.name)), manifest=manifest, config=config, config_text=config_text,
                   table=table)
