@@ -30,7 +30,7 @@ from embedtune.realtime.config import RealtimeConfig  # noqa: E402
 from embedtune.realtime.engine import FeatureEngine  # noqa: E402
 from embedtune.realtime.enhancer import RealTimeEnhancer  # noqa: E402
 from embedtune.realtime.model import ModelRunner  # noqa: E402
-from embedtune.realtime.replay import bar_ticks  # noqa: E402
+from embedtune.realtime.serving import bar_ticks  # noqa: E402
 
 O1_FEATURES = {"base": {}, "technical": {}, "microstructure": {}}
 WAVELET = {"wavelet": {"window": 64, "levels": 3}}

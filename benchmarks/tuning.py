@@ -24,6 +24,9 @@ folds of the runs before it existed), searched by seeded TPE over its two-parame
 5. Per-trial overhead breakdown from Tune's per-fold timings of the serial run, the in-process fold time and a
    no-op ``TorchTrainer.fit()``; fresh-process probes of the imports and of numba's on-disk cache (vectorbt's first
    backtest) against a warm process and, with ``--cold``, against a cold compile (empty ``NUMBA_CACHE_DIR``).
+6. Where a quickstart trial's time goes (``--only phases``): one trial of ``configs/quickstart.yaml`` in process, the
+   seconds each fold spent per phase (``train.timing``: scaling, pretrain, train, predict, backtest) and the torch
+   operators that dominate a cProfile of fold 0.
 
 Every Ray run is a child process of this script (``--child``; its output goes to stderr) in its own session:
 ``run_experiment`` starts and shuts down its own local Ray there. A watchdog in the child stops it at a deadline, or
@@ -357,7 +360,7 @@ def child_ddp(spec: dict[str, Any], out: Path) -> None:
     threading.Thread(target=watchdog, daemon=True, args=(spec["deadline_s"], out, tmp / "none", done)).start()
     cfg = load_config(spec["config"])  # production epochs
     probe = cfg.with_overrides({"training.epochs": spec["probe_epochs"]})
-    data = prepare(cfg, spec["config"])
+    data = prepare(cfg)
     data1 = dataclasses.replace(data, folds=data.folds[:1])
     strategy = load_plugin(cfg)
     result: dict[str, Any] = {"hung": False, "samples_per_epoch": training_samples(data1),
@@ -554,7 +557,7 @@ def plain_optuna(tmp: Path, n: int, objective: dict[str, Any], name: str = "plai
     try:
         started = time.perf_counter()
         cfg = load_config(path)
-        data = prepare(cfg, str(path))
+        data = prepare(cfg)
         strategy = load_plugin(cfg)
         prepare_s = time.perf_counter() - started
         space, key = optuna_space(cfg), objective_key(cfg.objective.targets[0])
@@ -940,6 +943,50 @@ def report(results: dict[str, Any], n: int) -> str:
     return "\n".join(parts)
 
 
+def phases_section() -> str:
+    """6. Where a quickstart trial's time goes: one trial of ``configs/quickstart.yaml`` at its base values, in this
+    process (``run_folds``, torch at 1 thread), each fold's phase seconds (``train.timing``) and, for fold 0, the
+    torch operators that take the most time in a cProfile of ``fit_fold``."""
+    import cProfile
+    import pstats
+
+    import torch
+
+    from embedtune.config import load_config
+    from embedtune.dataset import prepare
+    from embedtune.experiment import load_plugin
+    from embedtune.train.fold import fit_fold
+    from embedtune.train.loop import run_folds
+    from embedtune.train.timing import PHASES
+
+    torch.set_num_threads(1)
+    cfg = load_config(ROOT / "configs/quickstart.yaml")
+    data = prepare(cfg).search_view()
+    reports: list[Any] = []
+    started = time.perf_counter()
+    run_folds(cfg, data, load_plugin(cfg), reports.append)
+    wall = time.perf_counter() - started
+    rows = [[str(r.fold), *(fmt(r.metrics[f"fold_seconds_{p}"], 2) for p in PHASES),
+             fmt(r.metrics.get("head_epochs_run"), 0)] for r in reports]
+    totals = {p: reports[-1].metrics[f"seconds_{p}"] for p in PHASES}
+    rows.append(["all", *(fmt(totals[p], 2) for p in PHASES), ""])
+    rows.append(["share", *(f"{totals[p] / sum(totals.values()):.0%}" for p in PHASES), ""])
+    profile = cProfile.Profile()
+    profile.enable()
+    fit_fold(cfg, data, data.folds[0], 1)
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.values())
+    top = sorted(((v[2], f"{k[2]}") for k in stats for v in [stats[k]]), reverse=True)[:6]
+    notes = [f"one trial of configs/quickstart.yaml ({cfg.model.type}: {', '.join(cfg.model.sources)}; "
+             f"{len(data.folds)} folds, up to {cfg.training.epochs} epochs with early stopping), in process, 1 torch "
+             f"thread: {wall:.1f} s; largest phase: {max(totals, key=totals.get)}",  # type: ignore[arg-type]
+             "fold 0 under cProfile, the operators with the most own time: "
+             + "; ".join(f"{name} {sec / total:.0%}" for sec, name in top)]
+    return table("6. Where a quickstart trial's time goes (seconds per fold and phase)",
+                 ["fold", *PHASES, "epochs"], rows, notes)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -950,8 +997,9 @@ def main() -> int:
                         help="training epochs per fold of the objective (tiny.yaml has 1: ~0.07 s of compute per fold)")
     parser.add_argument("--cold", action="store_true", help="also time a cold numba compile (~50 s here)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, results, Ray storage)")
-    parser.add_argument("--only", choices=["asha"],
-                        help="run one section: asha = section 4 only (FIFO and ASHA searches, ~3 min here)")
+    parser.add_argument("--only", choices=["asha", "phases"],
+                        help="run one section: asha = section 4 only (FIFO and ASHA searches, ~3 min here); phases "
+                             "= section 6 only (where a quickstart trial's time goes, ~1 min)")
     parser.add_argument("--child", choices=["tune", "ddp"], help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -982,6 +1030,9 @@ def main() -> int:
         return out
 
     try:
+        if args.only == "phases":
+            print(phases_section())
+            return 0
         if args.only == "asha":
             guarded(results, "fifo2_local", lambda: run_tune(tmp, "fifo2_local", n, variant(local, two), deadline))
             fifo = results.get("fifo2_local")
@@ -1030,6 +1081,7 @@ def main() -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     print(report(results, n))
+    print(phases_section())
     print(f"N = {n} trials per search; whole script {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores "
           f"(shared machine, one run each)")
     return 0
