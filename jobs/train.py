@@ -10,7 +10,7 @@ from pathlib import Path
 
 os.chdir(Path(__file__).resolve().parents[1])  # strategies/ and configs/ resolve from the shipped working dir
 
-from embedtune.ops import main  # noqa: E402
+from embedtune.cli.model import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))
