@@ -11,6 +11,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from embedtune.tune.limiter import InOrderLimiter
+from embedtune.tune.numbering import NumberedSearcher
 from embedtune.config import load_config
 from embedtune.tune.runner import LastFold, make_searcher
 from embedtune.train.worker import FOLDS_DONE
@@ -129,4 +130,6 @@ def test_max_concurrent_must_be_positive() -> None:
 def test_in_order_by_default_under_fifo_only(scheduler: str, in_order: bool | None, expected: type) -> None:
     """ASHA's stops depend on the order trials reach a rung, so in-order telling would only idle slots there."""
     cfg = load_config(TINY).with_overrides({"search.scheduler.type": scheduler, "search.in_order": in_order})
-    assert type(make_searcher(cfg)) is expected
+    searcher = make_searcher(cfg)
+    # Outermost: the wrapper that numbers every proposal (tune/numbering.py); under it, the limiter.
+    assert type(searcher) is NumberedSearcher and type(searcher.searcher) is expected
