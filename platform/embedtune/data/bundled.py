@@ -1,7 +1,9 @@
 """Small real datasets shipped inside the package, so examples and tests run offline from a wheel.
 
 The files are gzip copies of ``/work/shared/data`` (public end-of-day/hourly bars from the test data of the PyPI
-package ``backtesting``); they go through the same validation as any user file.
+package ``backtesting``); they go through the same validation as any user file. The universe ``us_large_caps``
+(``BUNDLED_UNIVERSES``, loaded by ``embedtune.data.universe``) is skfolio's ``sp500_dataset`` and ``sp500_index``,
+unmodified, under BSD-3-Clause (``bundled/LICENSE-skfolio.txt``).
 """
 from __future__ import annotations
 
@@ -20,6 +22,13 @@ BUNDLED: dict[str, str] = {
 _ORIGINS: dict[str, str] = {
     "goog_daily": "Alphabet (GOOG) daily OHLCV 2004-08-19..2013-03-01, backtesting package test data",
     "eurusd_hourly": "EUR/USD hourly OHLC + tick volume 2017-04-19..2018-02-07, backtesting package test data",
+    "us_large_caps": "20 US large-cap daily adjusted closes 1990-2022, skfolio sp500_dataset, BSD-3",
+}
+
+#: Bundled cross-sectional universes (``embedtune.data.universe``), kept apart from ``BUNDLED`` because they are not
+#: one instrument's bars: name -> (wide close file: date + one column per symbol, benchmark index file, licence file).
+BUNDLED_UNIVERSES: dict[str, tuple[str, str, str]] = {
+    "us_large_caps": ("us_large_caps.csv.gz", "us_large_caps_index.csv.gz", "LICENSE-skfolio.txt"),
 }
 
 
