@@ -15,10 +15,11 @@ import json
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ray import cloudpickle
 import pandas as pd
@@ -91,18 +92,22 @@ class RunPlan:
 
 
 @dataclass(frozen=True)
-class SearchPlan:
+class SearchPlan(ABC):
     """One Tune run of the search phase. ``run`` searches and returns its trials' records; ``earlier`` are the
     records of the searches before it (the baselines take the search pick's values from them)."""
 
     name: str
+    #: Leaderboard id prefix of the plan's trials, and the baseline kind they are (None: searched trials).
+    prefix: ClassVar[str] = "t"
+    baseline: ClassVar[str | None] = None
 
     def run(self, run: RunPlan, data_ref: Any, earlier: list[TrialRecord]) -> list[TrialRecord]:
         grid = self.grid(run, data_ref, earlier)
-        return collect_records(grid, run.cfg, run.search_data)
+        return collect_records(grid, run.cfg, run.search_data, prefix=self.prefix, baseline=self.baseline)
 
+    @abstractmethod
     def grid(self, run: RunPlan, data_ref: Any, earlier: list[TrialRecord]) -> Any:
-        raise NotImplementedError
+        """The Tune ``ResultGrid`` of this plan's trials."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +135,12 @@ class UncertaintyBaseline(SearchPlan):
     """The search pick's values with learned loss weights instead of its tuned lambdas (``baseline_values``)."""
 
     name: str = "baseline"
+    prefix: ClassVar[str] = "u"
+    baseline: ClassVar[str | None] = "uncertainty"
 
-    def run(self, run: RunPlan, data_ref: Any, earlier: list[TrialRecord]) -> list[TrialRecord]:
-        grid = run_search(run.cfg, data_ref, run.strategy, str(run.storage), name=self.name, verbose=run.verbose,
+    def grid(self, run: RunPlan, data_ref: Any, earlier: list[TrialRecord]) -> Any:
+        return run_search(run.cfg, data_ref, run.strategy, str(run.storage), name=self.name, verbose=run.verbose,
                           fixed=baseline_values(run.cfg, earlier), resume=run.resume)
-        return collect_records(grid, run.cfg, run.search_data, prefix="u", baseline="uncertainty")
 
 
 @dataclass(frozen=True)

@@ -522,6 +522,14 @@ class OutputConfig(Strict):
     tracking: Literal["none", "tensorboard", "mlflow"] = "none"
 
 
+def features_section(value: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """A ``features`` mapping (family -> parameters) with empty parameters written ``{}``; at least one family. Shared
+    by every config that names feature families (experiments, real-time serving)."""
+    if not value:
+        raise ValueError("at least one feature family is required")
+    return {k: (v or {}) for k, v in value.items()}
+
+
 class ExperimentConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
@@ -541,9 +549,7 @@ class ExperimentConfig(Strict):
     @field_validator("features")
     @classmethod
     def _some_features(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        if not value:
-            raise ValueError("at least one feature family is required")
-        return {k: (v or {}) for k, v in value.items()}
+        return features_section(value)
 
     @property
     def config_hash(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from embedtune.config.schema import ExperimentConfig, LabelConfig, Strict
+from embedtune.config.schema import ExperimentConfig, LabelConfig, Strict, features_section
 
 REGIMES: tuple[str, ...] = ("normal", "high_volatility", "trending")
 
@@ -138,9 +138,7 @@ class RealtimeConfig(Strict):
     def _valid_families(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from embedtune.features import family_errors
 
-        if not value:
-            raise ValueError("at least one feature family is required")
-        value = {k: (v or {}) for k, v in value.items()}
+        value = features_section(value)
         for family, params in value.items():
             for key, msg in family_errors(family, params):
                 raise ValueError(f"{family}{'.' + key if key else ''}: {msg}")
