@@ -478,6 +478,16 @@ def test_load_bundle_reads_weights_only(tmp_path: Path) -> None:
         load_bundle(folder)
 
 
+def test_a_model_without_its_training_scaler_is_not_served(tmp_path: Path) -> None:
+    """Running statistics would scale the inputs unlike training did: a missing scaler.npz is an error, not a
+    silent switch."""
+    folder = write_bundle(tmp_path / "bundle", tiny_config())
+    (folder / "scaler.npz").unlink()
+    with pytest.raises(ModelBundleError, match="no scaler.npz") as err:
+        load_bundle(folder)
+    assert str(folder) in str(err.value) and "\n" not in str(err.value)
+
+
 def test_replay_writes_files_with_a_model(tmp_path: Path) -> None:
     folder = write_bundle(tmp_path / "bundle", tiny_config())
     err = io.StringIO()

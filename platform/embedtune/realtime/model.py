@@ -248,7 +248,7 @@ class ModelBundle:
     config: ExperimentConfig
     model: EmbeddingModel
     feature_names: list[str] | None
-    scaler: FeatureScaler | None
+    scaler: FeatureScaler  # the training statistics: a model is never served without them
     directory: Path
 
 
@@ -282,5 +282,8 @@ def load_bundle(model_dir: str | Path, config_path: str | Path | None = None) ->
     model = build_network(cfg, weights, names, hint=f" of {found}; pass the trial's config with --config")
     n_features = input_width(model.state_dict())
     scaler_path = _find(directory, SCALER_FILE)
-    scaler = FeatureScaler(n_features, fixed=read_scaler(scaler_path)) if scaler_path is not None else None
+    if scaler_path is None:  # running statistics would scale inputs unlike training: a different model, served silently
+        raise ModelBundleError(str(directory), f"no {SCALER_FILE} in the folder or its parents: the model's training "
+                                               "statistics are needed to scale its inputs as training did")
+    scaler = FeatureScaler(n_features, fixed=read_scaler(scaler_path))
     return ModelBundle(config=cfg, model=model, feature_names=names, scaler=scaler, directory=directory)
