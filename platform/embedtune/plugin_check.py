@@ -11,6 +11,17 @@ plugin that only reads the sign of a later value still sees it change); position
 identical (NaN equal to NaN), and the earliest bar that moves is reported. It also stops a plugin that raises, reads a column the model does not predict, returns no Series
 on the predictions' index, NaN on every bar, or a value outside [-1, 1]. Every failure is one ``PluginError`` naming
 the plugin, its file and, where one applies, the first offending bar. 13 plugin calls: well under a second.
+
+Cross-sectional plugins (``CrossSectionalStrategy``) get the same check on a panel: ``check_cross_sectional`` runs
+``target_weights`` on probe predictions for every symbol of the universe's bars, then for each cut point with every
+symbol's bars and predictions after the cut replaced (the same antithetic pairs, per symbol; in the mirrored draw
+the bars that exist after the cut are redrawn too, so a plugin that reads which symbols will still trade, a
+survivorship peek, also sees a change); weights at and before the cut must be identical, and the first bar and
+symbol that move are named. It also stops a plugin that raises, returns no DataFrame on the panel's bars and
+symbols, infinite weights, gross leverage above ``MAX_GROSS_LEVERAGE`` at a bar, or NaN everywhere.
+``check_strategy`` given a cross-sectional plugin and single-instrument data runs both: the plugin on the instrument
+as a universe of one, then the panel check on a probe universe of the instrument and ``PROBE_SYMBOLS - 1`` random
+walks on its calendar (with gaps, a late listing and an early delisting).
 """
 from __future__ import annotations
 
@@ -23,7 +34,16 @@ import pandas as pd
 
 from embedtune.dataset import PreparedData
 from embedtune.errors import PluginError
-from embedtune.strategy import DIRECTION_COLUMNS, PREDICTION_COLUMNS, REGIME_COLUMNS, Strategy
+from embedtune.strategy import (
+    DIRECTION_COLUMNS,
+    PREDICTION_COLUMNS,
+    REGIME_COLUMNS,
+    SINGLE_SYMBOL,
+    CrossSectionalStrategy,
+    Panel,
+    Strategy,
+    weights_problem,
+)
 
 #: Cut points per check, at these fractions of the predicted bars (so a look-ahead is caught wherever it acts).
 CUT_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -32,6 +52,10 @@ N_CUTS = len(CUT_FRACTIONS)
 #: confident probabilities, so a plugin that thresholds a later value still sees it cross.
 _REPLACEMENT_SCALES: tuple[float, ...] = (1.0, 3.0)
 _PRICE_COLUMNS = ("open", "high", "low", "close", "bid", "ask")
+#: Symbols of the probe universe a cross-sectional plugin is checked on when the experiment has one instrument.
+PROBE_SYMBOLS = 8
+#: In the mirrored replacement of a panel, the chance that a symbol has no bar at a bar after the cut.
+_FUTURE_GAP_RATE = 0.2
 
 
 def check_strategy(strategy: Strategy, data: PreparedData, seed: int = 0,
@@ -73,6 +97,78 @@ def check_strategy(strategy: Strategy, data: PreparedData, seed: int = 0,
             f"positions at bar {_bar_text(bars.index[bar])} change when later bars change ({before:g}, then "
             f"{now:g} with the bars and predictions after {_bar_text(bars.index[cut])} replaced): it looks ahead",
             bars.index[bar])
+    if isinstance(strategy, CrossSectionalStrategy):
+        check_cross_sectional(strategy, probe_universe(bars, rng), predicted, seed=seed)
+
+
+def check_cross_sectional(strategy: CrossSectionalStrategy, bars: Panel, predicted: np.ndarray | None = None,
+                          seed: int = 0) -> None:
+    """Raise ``PluginError`` unless ``strategy`` is causal and keeps its contract on the panel ``bars``.
+
+    ``bars`` maps fields to timestamp x symbol frames (``close`` always; ``tradable`` 1.0 / 0.0 if given) over the
+    span the experiment predicts; ``predicted`` are the offsets of the predicted bars in it (default: all of them).
+    The probe predicts every symbol that has a bar, on the predicted bars.
+    """
+    if "close" not in bars:
+        raise ValueError("bars must have a 'close' field")
+    close = bars["close"]
+    predicted = np.arange(len(close)) if predicted is None else np.asarray(predicted, dtype=np.int64)
+    if len(predicted) == 0 or close.shape[1] == 0:
+        return
+    rng = np.random.default_rng(seed)
+    sigma = _panel_volatility(close)
+    checker = _PanelChecker(strategy, close.index, close.columns, predicted)
+    predictions = _panel_predictions(len(predicted), close.shape[1], sigma, rng, scale=1.0)
+    base = checker.run(predictions, bars, "on the probe predictions")
+    first: tuple[int, int, int, float, float] | None = None  # (bar, symbol, cut, base value, changed value)
+    for cut, scale in ((c, k) for c in cut_points(predicted) for k in _REPLACEMENT_SCALES):
+        future_bars = _replacement_panel(bars, cut, scale * sigma, rng)
+        future_preds = _panel_predictions(len(predicted), close.shape[1], sigma, rng, scale=scale)
+        after = predicted > cut
+        context = f"with the bars and predictions after {_bar_text(close.index[cut])} replaced"
+        for flip in (False, True):
+            changed_preds = predictions.copy()
+            source = _mirrored(future_preds.reshape(-1, future_preds.shape[-1]), sigma).reshape(
+                future_preds.shape) if flip else future_preds
+            changed_preds[after] = source[after]
+            values = checker.run(changed_preds, future_bars[int(flip)], context)
+            a, b = values[: cut + 1], base[: cut + 1]
+            moved = np.argwhere(~((a == b) | (np.isnan(a) & np.isnan(b))))
+            if len(moved) and (first is None or moved[0][0] < first[0]):
+                bar, symbol = (int(v) for v in moved[0])
+                first = (bar, symbol, int(cut), float(b[bar, symbol]), float(a[bar, symbol]))
+    if first is not None:
+        bar, symbol, cut, before, now = first
+        raise checker.error(
+            f"weight of symbol {str(close.columns[symbol])!r} at bar {_bar_text(close.index[bar])} changes when later "
+            f"bars change ({before:g}, then {now:g} with the bars and predictions after "
+            f"{_bar_text(close.index[cut])} replaced): it looks ahead", close.index[bar])
+
+
+def probe_universe(bars: pd.DataFrame, rng: np.random.Generator,
+                   n_symbols: int = PROBE_SYMBOLS) -> dict[str, pd.DataFrame]:
+    """A panel on ``bars``' calendar: the instrument itself (``SINGLE_SYMBOL``) and ``n_symbols - 1`` random walks
+    at its volatility (``probe_1``...), each missing 5% of its bars, ``probe_1`` listed only after the first 15% of
+    the span and ``probe_2`` delisted for its last 15%; fields are ``bars``' numeric columns plus ``tradable``."""
+    numeric = [c for c in bars.columns if pd.api.types.is_numeric_dtype(bars[c])]
+    single = bars[numeric].astype(float)
+    sigma = _bar_volatility(single)
+    n = len(single)
+    frames: dict[str, dict[str, np.ndarray]] = {c: {SINGLE_SYMBOL: single[c].to_numpy()} for c in numeric}
+    for k in range(1, n_symbols):
+        walk = _replacement_bars(single, 0, sigma, rng)[0] if n > 1 else single
+        walk = pd.concat([single.iloc[:1], walk]) if n > 1 else walk
+        missing = rng.random(n) < 0.05
+        if k == 1:
+            missing[: int(0.15 * n)] = True
+        if k == 2:
+            missing[n - int(0.15 * n):] = True
+        for c in numeric:
+            frames[c][f"probe_{k}"] = np.where(missing, np.nan, walk[c].to_numpy(dtype=float))
+    panel = {c: pd.DataFrame(v, index=single.index) for c, v in frames.items()}
+    if "close" in panel:
+        panel["tradable"] = panel["close"].notna().astype(float)
+    return panel
 
 
 def cut_points(predicted: np.ndarray) -> list[int]:
@@ -137,6 +233,78 @@ class _Checker:
             raise self.error(f"position {values[at]:g} at bar {_bar_text(index[at])} {context} is outside [-1, 1]",
                              index[at])
         return values
+
+
+class _PanelChecker(_Checker):
+    """Calls a cross-sectional plugin on probe predictions of every symbol and checks each weight frame."""
+
+    def __init__(self, strategy: CrossSectionalStrategy, index: pd.Index, symbols: pd.Index,
+                 predicted: np.ndarray) -> None:
+        super().__init__(strategy, index, predicted)
+        self.panel_strategy, self.symbols = strategy, symbols
+
+    def run(self, predictions: np.ndarray, bars: Panel, context: str) -> np.ndarray:  # type: ignore[override]
+        """``predictions`` is (predicted bars, symbols, prediction columns); NaN where a symbol has no bar."""
+        has_bar = np.isfinite(bars["close"].to_numpy(dtype=float))[self.predicted]
+        frames = {}
+        for k, column in enumerate(PREDICTION_COLUMNS):
+            values = np.where(has_bar, predictions[:, :, k], np.nan)
+            frames[column] = pd.DataFrame(values, index=self.index[self.predicted],
+                                          columns=self.symbols).reindex(self.index)
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                out = self.panel_strategy.target_weights(frames, {f: v.copy() for f, v in bars.items()})
+        except Exception as err:  # any failure of user code is reported, in one line, as the plugin's
+            raise self.error(f"raised {type(err).__name__} {context}: {err}") from None
+        problem = weights_problem(out, self.index, self.symbols)
+        if problem is not None:
+            raise self.error(f"{problem[0]} {context}", problem[1])
+        values = out.to_numpy(dtype=float)
+        if np.isnan(values).all():
+            raise self.error(f"returned NaN weights on every bar and symbol {context}: it never takes a position")
+        return values
+
+
+def _panel_volatility(close: pd.DataFrame) -> float:
+    """Std of all symbols' one-bar log returns (1% when undefined): the scale of the probe's random walks."""
+    with np.errstate(all="ignore"):
+        returns = np.diff(np.log(close.to_numpy(dtype=float)), axis=0).ravel()
+    returns = returns[np.isfinite(returns)]
+    sigma = float(returns.std()) if len(returns) > 1 else 0.0
+    return sigma if np.isfinite(sigma) and sigma > 0 else 0.01
+
+
+def _panel_predictions(n: int, n_symbols: int, sigma: float, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """``_probe_predictions`` for every symbol: (bars, symbols, prediction columns)."""
+    flat = _probe_predictions(n * n_symbols, sigma, rng, scale)
+    return flat.reshape(n, n_symbols, flat.shape[-1])
+
+
+def _replacement_panel(bars: Panel, cut: int, sigma: float,
+                       rng: np.random.Generator) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Each symbol's rows after ``cut`` replaced by ``_replacement_bars``' antithetic pair (anchored at the symbol's
+    last bar at or before the cut). The first keeps which bars exist after the cut; the second redraws that too
+    (each bar missing with chance ``_FUTURE_GAP_RATE``, so a delisted symbol may trade again and a listed one stop).
+    ``tradable``, where given, follows the bars that exist after the cut."""
+    close = bars["close"]
+    fields = [f for f in bars if f != "tradable"]
+    out = ({f: bars[f].astype(float).copy() for f in bars}, {f: bars[f].astype(float).copy() for f in bars})
+    n_after = len(close) - cut - 1
+    keep_gaps = ~np.isfinite(close.to_numpy(dtype=float)[cut + 1:])
+    new_gaps = rng.random((n_after, close.shape[1])) < _FUTURE_GAP_RATE
+    for j, symbol in enumerate(close.columns):
+        frame = pd.DataFrame({f: bars[f][symbol].to_numpy(dtype=float) for f in fields}, index=close.index)
+        past = frame.iloc[: cut + 1].ffill().bfill()
+        if past["close"].isna().all():  # no bar yet: anchor at the symbol's first bar, or at 1
+            past = past.fillna(frame.bfill().iloc[0]).fillna(1.0)
+        pair = _replacement_bars(pd.concat([past, frame.iloc[cut + 1:]]), cut, sigma, rng)
+        for k, gaps in enumerate((keep_gaps[:, j], new_gaps[:, j])):
+            for f in fields:
+                out[k][f].iloc[cut + 1:, j] = np.where(gaps, np.nan, pair[k][f].to_numpy(dtype=float))
+            if "tradable" in out[k]:
+                out[k]["tradable"].iloc[cut + 1:, j] = np.where(gaps, 0.0, 1.0)
+    return out
 
 
 def _probe_positions(data: PreparedData, positions: np.ndarray | None) -> np.ndarray:

@@ -2,6 +2,10 @@
 
 A strategy maps model predictions (indexed like the test bars) to a target position in [-1, 1] per bar, decided at
 that bar's close; the backtest executes it at the next bar's open, so a strategy never shifts anything itself.
+A ``CrossSectionalStrategy`` maps the predictions of many symbols (one timestamp x symbol frame per prediction
+column) to a timestamp x symbol frame of target weights, executed by ``embedtune.backtest.cross_section`` as one
+portfolio with shared cash; a single instrument is a universe of one symbol, so it also runs where a
+single-instrument strategy does.
 Plugins live outside the package (``strategies/<name>.py``, one Strategy subclass per file) so that researchers add
 one without touching the platform; parameters are a strict pydantic model, so a YAML typo fails when the config loads.
 """
@@ -12,7 +16,7 @@ import inspect
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
@@ -23,6 +27,14 @@ from embedtune.errors import EmbedtuneError
 from embedtune.labels import DIRECTION_COLUMNS, PREDICTION_COLUMNS, REGIME_COLUMNS  # noqa: F401
 
 _MODULE_PREFIX = "embedtune_strategy_plugins."
+#: Largest gross leverage (sum over symbols of |weight|) a cross-sectional strategy may target at one bar: the
+#: many-symbol form of a single position's [-1, 1].
+MAX_GROSS_LEVERAGE = 1.0
+_WEIGHT_TOLERANCE = 1e-9
+#: The symbol a single instrument gets when a cross-sectional strategy runs on it as a universe of one.
+SINGLE_SYMBOL = "instrument"
+#: A panel: one timestamp x symbol float frame per field (bars: ``close``, ``open`` ...; predictions: ``p_up`` ...).
+Panel = Mapping[str, pd.DataFrame]
 
 
 class StrategyError(EmbedtuneError):
@@ -39,6 +51,8 @@ class Strategy(ABC):
     """Predictions -> target positions; ``name`` must equal the plugin's file name."""
 
     name: ClassVar[str]
+    #: ``single`` (``target_positions``) or ``cross_sectional`` (``CrossSectionalStrategy.target_weights``).
+    kind: ClassVar[str] = "single"
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     #: Prediction columns the strategy reads; checked before ``target_positions`` runs.
     requires: ClassVar[tuple[str, ...]] = PREDICTION_COLUMNS
@@ -64,6 +78,98 @@ class Strategy(ABC):
             raise ValueError(f"strategy {self.name!r} returned positions outside [-1, 1], first at bar "
                              f"{out.index[outside[0]]}: {values[outside[0]]:g}")
         return out.astype(float).rename(self.name)
+
+
+class CrossSectionalStrategy(Strategy):
+    """Predictions of many symbols -> target weights per bar and symbol, decided at each bar's close.
+
+    ``target_weights`` gets ``predictions`` (prediction column -> timestamp x symbol frame) and ``bars`` (field ->
+    timestamp x symbol frame: ``close`` always, ``open/high/low/volume`` where the universe has them, ``tradable``
+    1.0/0.0 where given), all on the same index and columns, NaN where a symbol has no bar or no prediction. It
+    returns a frame on that index and columns: the signed fraction of portfolio value to hold in each symbol (NaN =
+    no new decision for that symbol: keep the holding), at most ``MAX_GROSS_LEVERAGE`` in absolute sum per bar, using
+    rows at or before t only. The backtest executes row t at bar t+1; a symbol without a bar there cannot trade.
+    """
+
+    kind: ClassVar[str] = "cross_sectional"
+
+    @abstractmethod
+    def target_weights(self, predictions: Panel, bars: Panel) -> pd.DataFrame:
+        """Target weights (timestamp x symbol) on ``bars["close"]``'s index and columns; see the class docstring."""
+
+    def weights(self, predictions: Panel, bars: Panel) -> pd.DataFrame:
+        """``target_weights`` with its contract checked, so a faulty plugin fails here and not inside vectorbt."""
+        missing = [c for c in self.requires if c not in predictions]
+        if missing:
+            raise ValueError(f"strategy {self.name!r}: predictions lack columns {missing}")
+        if "close" not in bars:
+            raise ValueError(f"strategy {self.name!r}: bars lack the 'close' field")
+        close = bars["close"]
+        out = self.target_weights(predictions, bars)
+        problem = weights_problem(out, close.index, close.columns)
+        if problem is not None:
+            raise ValueError(f"strategy {self.name!r} {problem[0]}")
+        return out.astype(float)
+
+    def target_positions(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> pd.Series:
+        """The weight of the one symbol when the instrument is a universe of one (a cross-section of one name)."""
+        preds = {c: predictions[[c]].set_axis([SINGLE_SYMBOL], axis=1) for c in predictions.columns}
+        fields = {c: bars[[c]].set_axis([SINGLE_SYMBOL], axis=1).astype(float) for c in bars.columns
+                  if pd.api.types.is_numeric_dtype(bars[c])}
+        return self.weights(preds, fields)[SINGLE_SYMBOL].rename(self.name)
+
+
+def weights_problem(weights: object, index: pd.Index, columns: pd.Index) -> tuple[str, object | None] | None:
+    """Why ``weights`` breaks the cross-sectional contract, as (one-line message, first offending bar or None); None
+    when it keeps it: a DataFrame on ``index`` x ``columns``, numeric, no infinite value, gross leverage per bar at
+    most ``MAX_GROSS_LEVERAGE`` (NaN = no decision)."""
+    if not isinstance(weights, pd.DataFrame):
+        return f"returned a {type(weights).__name__}, not a DataFrame of weights (timestamp x symbol)", None
+    if not weights.columns.equals(columns):
+        missing = [str(c) for c in columns if c not in weights.columns]
+        extra = [str(c) for c in weights.columns if c not in columns]
+        detail = (f"missing {missing[:5]}" if missing else "") + ("; " if missing and extra else "") + \
+                 (f"extra {extra[:5]}" if extra else "")
+        return (f"returned weights whose columns are not the universe's symbols ({detail or 'another order'})",
+                None)
+    if not weights.index.equals(index):
+        ours, theirs = np.asarray(index, dtype=object), np.asarray(weights.index, dtype=object)
+        n = min(len(ours), len(theirs))
+        differ = np.flatnonzero(theirs[:n] != ours[:n])
+        at = int(differ[0]) if differ.size else n
+        where = (f"first difference at bar {bar_text(index[at])}" if at < len(ours)
+                 else f"extra rows after the last bar {bar_text(index[-1])}")
+        return (f"returned weights whose index is not the predictions' ({len(theirs)} rows for {len(ours)} bars; "
+                f"{where})", index[at] if at < len(ours) else None)
+    try:
+        values = weights.to_numpy(dtype=float)
+    except (TypeError, ValueError) as err:
+        return f"returned non-numeric weights: {err}", None
+    infinite = np.argwhere(np.isinf(values))
+    if len(infinite):
+        row, col = (int(v) for v in infinite[0])
+        return (f"returned weight {values[row, col]:g} for symbol {str(columns[col])!r} at bar "
+                f"{bar_text(index[row])}: weights must be finite (NaN = no decision)", index[row])
+    gross = np.nansum(np.abs(values), axis=1)
+    over = np.flatnonzero(gross > MAX_GROSS_LEVERAGE + _WEIGHT_TOLERANCE)
+    if over.size:
+        row = int(over[0])
+        col = int(np.nanargmax(np.abs(values[row])))
+        return (f"returned gross leverage {gross[row]:g} at bar {bar_text(index[row])}, above "
+                f"{MAX_GROSS_LEVERAGE:g} (largest weight {values[row, col]:g} on symbol {str(columns[col])!r})",
+                index[row])
+    return None
+
+
+def bar_text(timestamp: object) -> str:
+    """A bar's timestamp as messages print it: the date alone for a midnight without a time zone."""
+    try:
+        stamp = pd.Timestamp(timestamp)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(timestamp)
+    if stamp.tzinfo is None and stamp == stamp.normalize():
+        return stamp.strftime("%Y-%m-%d")
+    return str(stamp)
 
 
 def direction_signal(predictions: pd.DataFrame, threshold: float, allow_short: bool) -> pd.Series:
