@@ -147,7 +147,7 @@ def test_enhancer_rows_equal_batch_features_on_eurusd(eurusd_bars: pd.DataFrame)
     enhancer = RealTimeEnhancer(RealtimeConfig(features=FEATURES, max_gap="7D"))
     rows = np.array([enhancer.process_tick(t).features for t in bar_ticks(eurusd_bars)])
     batch = compute_features(MarketData("eurusd", eurusd_bars, "test"), FEATURES)[enhancer.columns]
-    assert "technical.vp_poc_dist" in enhancer.engine.skipped
+    assert "microstructure.pressure_20" in enhancer.engine.skipped and "technical.vp_poc_dist" in enhancer.columns
     for j, column in enumerate(enhancer.columns):
         assert_batch_equal(rows[:, j], batch[column].to_numpy())
 
@@ -454,8 +454,8 @@ def test_online_scaler_is_the_expanding_standardization() -> None:
 
 
 def test_unsupported_columns_are_an_error() -> None:
-    with pytest.raises(UnsupportedFeatureError, match="technical.vp_poc_dist"):
-        RealTimeEnhancer(RealtimeConfig(features={"technical": {}}), feature_names=["technical.vp_poc_dist"])
+    with pytest.raises(UnsupportedFeatureError, match="microstructure.pressure_20"):
+        RealTimeEnhancer(RealtimeConfig(features={"microstructure": {}}), feature_names=["microstructure.pressure_20"])
 
 
 def write_bundle(folder: Path, cfg: ExperimentConfig) -> Path:

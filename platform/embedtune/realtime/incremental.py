@@ -1,5 +1,7 @@
 """O(1)-per-tick versions of the batch features, equal to them to 1e-9 on every tick.
 
+(Features that re-bin or re-rank a whole window, or follow calendar buckets, are in ``realtime.windowed``.)
+
 Each object takes one tick's inputs in ``update(...)``, returns the feature's value at that tick, and keeps it in
 ``value``. The conventions are those of the batch functions they mirror (``features.base``, ``features.technical``,
 ``features.microstructure``): NaN until a window is full and while any NaN is inside it (pandas
@@ -19,8 +21,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import ndtr
 
 from embedtune.features import wavelet as wavelet_batch
+from embedtune.features.microstructure import AMIHUD_SCALE
 
 NAN = math.nan
 
@@ -127,6 +131,15 @@ class RollingWindow:
     def values(self) -> list[float]:
         """The window's contents, oldest first."""
         return self._buf[self._pos:] + self._buf[: self._pos]
+
+    @property
+    def constant(self) -> bool:
+        """True when the window holds one value repeated ``window`` times."""
+        return self._run >= self.window
+
+    def exact_sum(self) -> float:
+        """The correctly rounded sum of the window (``math.fsum``, O(window)); NaN unless full."""
+        return math.fsum(self._buf) if self._nans == 0 else NAN
 
 
 class RollingMean:
@@ -435,7 +448,9 @@ class QuoteFeatures:
 
     ``ofi`` = e / depth, ``ofi_w`` = rolling sum(e) / rolling mean(depth), ``rel_spread``, ``depth_imbalance`` and
     ``quote_stability`` (share of unchanged consecutive quotes in the window). Relative spread, depth imbalance
-    and depth carry the last value over missing quotes, as the batch family forward-fills them.
+    and depth carry the last value over missing quotes, as the batch family forward-fills them. The batch family
+    leaves every quote column NaN on bars without quote columns; a tick cannot tell an absent quote from a missing
+    one, so ``quote_stability`` stays NaN until a quote has been seen (a quote-less stream: NaN throughout).
     """
 
     def __init__(self, window: int) -> None:
@@ -445,6 +460,7 @@ class QuoteFeatures:
         self._kept = RollingSum(window)
         self._transitions = RollingSum(window)
         self._prev: tuple[float, float, float, float] | None = None
+        self._quoted = False
         self.depth = self.rel_spread = self.depth_imbalance = NAN
         self.ofi = self.ofi_w = self.quote_stability = NAN
         self.value = NAN
@@ -471,8 +487,223 @@ class QuoteFeatures:
         self._prev = (bid, ask, bid_size, ask_size)
         self.ofi = divide(e, self.depth)
         self.ofi_w = divide(self._ofi_sum.update(e), self._depth_mean.update(self.depth))
-        self.quote_stability = divide(self._kept.value, self._transitions.value)
+        self._quoted = self._quoted or any(v == v for v in (bid, ask, bid_size, ask_size))
+        self.quote_stability = divide(self._kept.value, self._transitions.value) if self._quoted else NAN
         self.value = self.ofi
+        return self.value
+
+
+class ExactRollingMean:
+    """``x.rolling(window, min_periods=window).mean()`` from an exact sum (``math.fsum``) of the window: O(window).
+
+    For a value that feeds a discrete decision (VPIN's bucket size decides where a bucket closes) a running sum's
+    last-ulp drift could flip the decision; the exact sum equals pandas' compensated sum wherever that one is exact
+    (integer volumes), and a constant window gives the value itself, as pandas does.
+    """
+
+    def __init__(self, window: int) -> None:
+        self._w = RollingWindow(window)
+        self.value = NAN
+
+    def update(self, x: float) -> float:
+        w = self._w
+        w.push(x)
+        self.value = x if w.full and w.constant else w.exact_sum() / w.window
+        return self.value
+
+
+class RollingCovariance:
+    """``x.rolling(window, min_periods=window).cov(y)`` (ddof 1) from shifted co-moment sums, O(1) per update.
+
+    Like ``RollingWindow``: sums of (x - Kx), (y - Ky) and their product, recomputed exactly (``math.fsum``, fresh
+    shifts at the window means) every ``window`` updates; a pair with a NaN makes the window NaN until it leaves.
+    """
+
+    def __init__(self, window: int) -> None:
+        if window < 2:
+            raise ValueError(f"window must be >= 2, got {window}")
+        self.window = window
+        self._xs = [NAN] * window
+        self._ys = [NAN] * window
+        self._pos = 0
+        self._nans = window
+        self._kx = self._ky = 0.0
+        self._sx = self._sy = self._sxy = 0.0
+        self._since = 0
+        self.value = NAN
+
+    def update(self, x: float, y: float) -> float:
+        pos = self._pos
+        ox, oy = self._xs[pos], self._ys[pos]
+        if ox != ox or oy != oy:
+            self._nans -= 1
+        else:
+            dx, dy = ox - self._kx, oy - self._ky
+            self._sx -= dx
+            self._sy -= dy
+            self._sxy -= dx * dy
+        self._xs[pos], self._ys[pos] = x, y
+        self._pos = (pos + 1) % self.window
+        if x != x or y != y:
+            self._nans += 1
+        else:
+            dx, dy = x - self._kx, y - self._ky
+            self._sx += dx
+            self._sy += dy
+            self._sxy += dx * dy
+        self._since += 1
+        if self._since >= self.window:
+            self._recompute()
+        n = self.window
+        self.value = (self._sxy - self._sx * self._sy / n) / (n - 1) if self._nans == 0 else NAN
+        return self.value
+
+    def _recompute(self) -> None:
+        pairs = [(x, y) for x, y in zip(self._xs, self._ys) if x == x and y == y]
+        if pairs:
+            self._kx = math.fsum(x for x, _ in pairs) / len(pairs)
+            self._ky = math.fsum(y for _, y in pairs) / len(pairs)
+        kx, ky = self._kx, self._ky
+        self._sx = math.fsum(x - kx for x, _ in pairs)
+        self._sy = math.fsum(y - ky for _, y in pairs)
+        self._sxy = math.fsum((x - kx) * (y - ky) for x, y in pairs)
+        self._since = 0
+
+
+class BulkVolumeClassification:
+    """``microstructure.bvc_buy_fraction``: Phi(r_t / sigma_t), 0.5 on a flat window (sigma = 0), NaN before it fills.
+
+    ``scipy.special.ndtr`` itself, so the normal CDF is the batch one bit for bit.
+    """
+
+    def __init__(self, window: int) -> None:
+        self._ret = LogReturn(1)
+        self._std = RollingStd(window)
+        self.value = NAN
+
+    def update(self, close: float) -> float:
+        r = self._ret.update(close)
+        sigma = self._std.update(r)
+        self.value = 0.5 if sigma == 0.0 else float(ndtr(divide(r, sigma)))
+        return self.value
+
+
+class CorwinSchultzSpread:
+    """``microstructure.corwin_schultz_spread``: trailing mean of the two-bar high/low spread estimate.
+
+    The current bar's range is shifted to contain the previous close, a negative two-bar estimate counts as 0.
+    """
+
+    K: float = 3.0 - 2.0 * math.sqrt(2.0)
+
+    def __init__(self, window: int) -> None:
+        self._mean = RollingMean(window)
+        self._prev = (NAN, NAN, NAN)
+        self.value = NAN
+
+    @classmethod
+    def two_bar(cls, prev_high: float, prev_low: float, prev_close: float, high: float, low: float) -> float:
+        """The estimate from bars t-1 and t (NaN without a previous bar, or where NumPy's would be inf/inf)."""
+        if not (prev_high == prev_high and prev_low == prev_low and prev_close == prev_close):
+            return NAN
+        shift = max(prev_close - high, 0.0) - max(low - prev_close, 0.0)
+        h_adj, l_adj = high + shift, low + shift
+        beta = log(divide(prev_high, prev_low)) ** 2 + log(divide(h_adj, l_adj)) ** 2
+        gamma = log(divide(max(prev_high, h_adj), min(prev_low, l_adj))) ** 2
+        if not (math.isfinite(beta) and math.isfinite(gamma)):
+            return NAN
+        alpha = (math.sqrt(2.0 * beta) - math.sqrt(beta)) / cls.K - math.sqrt(gamma / cls.K)
+        try:
+            spread = 2.0 * math.expm1(alpha) / (1.0 + math.exp(alpha))
+        except OverflowError:  # NumPy: inf / inf
+            return NAN
+        return 0.0 if spread < 0.0 else spread
+
+    def update(self, high: float, low: float, close: float) -> float:
+        spread = self.two_bar(*self._prev, high, low)
+        self._prev = (high, low, close)
+        self.value = self._mean.update(spread)
+        return self.value
+
+
+class RollSpread:
+    """``microstructure.roll_spread``: 2 sqrt(-cov(r_t, r_(t-1))) over ``window`` return pairs; 0 when cov > 0."""
+
+    def __init__(self, window: int) -> None:
+        self._ret = LogReturn(1)
+        self._cov = RollingCovariance(window)
+        self._prev_ret = NAN
+        self.value = NAN
+
+    def update(self, close: float) -> float:
+        r = self._ret.update(close)
+        cov = self._cov.update(r, self._prev_ret)
+        self._prev_ret = r
+        self.value = NAN if cov != cov else 2.0 * math.sqrt(max(-cov, 0.0))
+        return self.value
+
+
+class AmihudIlliquidity:
+    """``microstructure.amihud_illiquidity``: trailing mean of |r| / dollar volume per million; NaN over a bar with
+    no dollar volume."""
+
+    def __init__(self, window: int) -> None:
+        self._ret = LogReturn(1)
+        self._mean = RollingMean(window)
+        self.value = NAN
+
+    def update(self, close: float, volume: float) -> float:
+        r = self._ret.update(close)
+        dollar = close * volume
+        illiquidity = abs(r) / dollar * AMIHUD_SCALE if dollar > 0.0 else NAN
+        self.value = self._mean.update(illiquidity)
+        return self.value
+
+
+class VPIN:
+    """``microstructure.vpin`` (``features.nb.vpin_nb``) carried bar by bar: volume poured into equal-volume buckets.
+
+    The fill state (open bucket's size, fill and buys) and the last ``n_buckets`` bucket imbalances are the whole
+    state; a bucket opened during bar t gets ``bucket_volume`` x the trailing ``volume_window`` mean volume at t.
+    Bars with NaN or non-positive volume or a NaN buy fraction, and bars arriving while no bucket is open and the
+    size is not yet known, are skipped, as in the batch kernel. O(buckets completed by the bar) per update.
+    """
+
+    def __init__(self, n_buckets: int, bucket_volume: float, volume_window: int) -> None:
+        self.n_buckets = n_buckets
+        self.bucket_volume = bucket_volume
+        self._size = ExactRollingMean(volume_window)
+        self._ring = np.zeros(n_buckets)  # summed by NumPy, in slot order, as the batch kernel sums it
+        self._completed = 0
+        self._open = False
+        self._cap = self._filled = self._buys = 0.0
+        self.value = NAN
+
+    def update(self, volume: float, buy_fraction: float) -> float:
+        size = self.bucket_volume * self._size.update(volume)
+        v, f = volume, buy_fraction
+        if not (math.isfinite(v) and math.isfinite(f) and v > 0.0):
+            return self.value
+        changed = False
+        while v > 0.0:
+            if not self._open:
+                if not (math.isfinite(size) and size > 0.0):
+                    break
+                self._cap, self._filled, self._buys, self._open = size, 0.0, 0.0, True
+            room = self._cap - self._filled
+            if v >= room:
+                self._buys += room * f
+                v -= room
+                self._ring[self._completed % self.n_buckets] = abs(2.0 * self._buys - self._cap) / self._cap
+                self._completed += 1
+                self._open = False
+                changed = True
+            else:
+                self._filled += v
+                self._buys += v * f
+                v = 0.0
+        if changed and self._completed >= self.n_buckets:
+            self.value = float(self._ring.sum()) / self.n_buckets
         return self.value
 
 
