@@ -162,6 +162,23 @@ def test_save_load_predicts_bit_for_bit_without_pickle(kind: str, tmp_path: Path
     np.testing.assert_array_equal(loaded.predict(probe), model.predict(probe))
 
 
+@pytest.mark.parametrize("kind", ["linear", "lightgbm"])
+def test_a_head_without_labels_is_not_fitted_and_predicts_nan(kind: str, tmp_path: Path) -> None:
+    """A close-only universe has no volume label: that head is left out, the others equal a fit without it."""
+    x, y = planted(9)
+    unlabeled = y.copy()
+    unlabeled[:, 2] = np.nan  # label column 2: volume
+    model = fit(kind, x, unlabeled, seed=4)
+    assert "volume" not in model.heads
+    out = model.predict(x)
+    volume = COLUMNS.index("volume_pred")
+    assert np.isnan(out[:, volume]).all() and np.isfinite(np.delete(out, volume, axis=1)).all()
+    full = fit(kind, x, y, seed=4).predict(x)  # every other head: as if the volume label had been there
+    np.testing.assert_array_equal(np.delete(out, volume, axis=1), np.delete(full, volume, axis=1))
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(ClassicalModel.load(tmp_path / "m").predict(x), out)
+
+
 def test_lightgbm_is_deterministic_for_a_seed() -> None:
     x, y = planted(8)
     a = fit("lightgbm", x, y, seed=11, feature_fraction=0.5)

@@ -14,6 +14,7 @@ from embedtune.config.schema import ExperimentConfig
 from embedtune.dataset import PreparedData
 from embedtune.labels import DIRECTION_COLUMNS, PREDICTION_COLUMNS, label_column, prediction_columns
 from embedtune.metric_registry import registered
+from embedtune.panel_evaluation import evaluate_panel_oos
 from embedtune.strategy import Strategy
 from embedtune.tune.objectives import capacity, risk_adjusted
 
@@ -35,6 +36,9 @@ class OOSEvaluation:
 def evaluate_oos(
     cfg: ExperimentConfig, data: PreparedData, predictions: pd.DataFrame, strategy: Strategy,
 ) -> OOSEvaluation:
+    if data.panel is not None:  # a universe: the cross-sectional strategy, one portfolio, the factor analysis
+        metrics, frame = evaluate_panel_oos(cfg, data, predictions, strategy)
+        return OOSEvaluation(metrics=metrics, frame=frame)
     bars = data.bars.loc[predictions.index[0]: predictions.index[-1]]
     target = strategy.positions(predictions.reindex(bars.index), bars)
     result = run_backtest(bars, target, fees=cfg.strategy.fees, slippage=cfg.strategy.slippage)
@@ -151,13 +155,16 @@ def evaluate_cpcv_split(cfg: ExperimentConfig, data: PreparedData, split: int, p
             "max_drawdown": float(np.max([m["max_drawdown"] for m in runs]))}
 
 
-def head_metrics(predictions: pd.DataFrame, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy of the class heads and correlation of the regression heads, on the rows whose labels are known.
+def head_metrics(predictions: pd.DataFrame, labels: np.ndarray, required: list[int] | None = None
+                 ) -> dict[str, float]:
+    """Accuracy of the class heads and correlation of the regression heads, on the rows whose labels are known
+    (``required``: the label columns that must be; None: all, as for one instrument; a head whose labels are all
+    unknown, a close-only universe's volume, gets NaN).
 
     ``direction_majority_share``: the share of those rows whose predicted direction class (argmax of ``p_down``,
     ``p_neutral``, ``p_up``, read by name so any model's frame with these columns gets it) is the most frequent
     predicted class; 1.0 means the head collapsed onto one class, 1/3 is the least a 3-class head can show."""
-    known = ~np.isnan(labels).any(axis=1)
+    known = ~np.isnan(labels if required is None else labels[:, required]).any(axis=1)
     if not known.any():
         return {}
     pred, lab = predictions.to_numpy()[known], labels[known]

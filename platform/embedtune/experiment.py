@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ray import cloudpickle
+import numpy as np
 import pandas as pd
 import ray
 
@@ -40,6 +41,7 @@ from embedtune.runtime import ensure_ray
 from embedtune.storage import StorageGuard, probe_dir, probe_file, sqlite_file, storage_error
 from embedtune.strategy import Strategy, load_strategy
 from embedtune.evaluation import direction_majority_share
+from embedtune.metric_registry import FACTOR_METRICS
 from embedtune.trial_ensemble import ensemble_record
 from embedtune.train.timing import PHASES
 from embedtune.trial_state import TrialStatus
@@ -52,6 +54,21 @@ def load_plugin(cfg: ExperimentConfig) -> Strategy:
     # Ship the plugin's code with the object, so workers on other nodes need no copy of strategies/.
     cloudpickle.register_pickle_by_value(sys.modules[type(strategy).__module__])
     return strategy
+
+
+def check_plugin(strategy: Strategy, data: PreparedData) -> None:
+    """The plugin look-ahead check on what the run predicts: one instrument's bars, or a universe's panel over the
+    out-of-sample span (every symbol, with the timestamps it predicts)."""
+    from embedtune.plugin_check import check_cross_sectional, check_strategy
+
+    if data.panel is None:
+        check_strategy(strategy, data)
+        return
+    from embedtune.panel_evaluation import bar_panels
+
+    times = data.panel.row_time[data.oos_positions]
+    bars = bar_panels(data, data.panel.calendar[int(times.min())], data.panel.calendar[int(times.max())])
+    check_cross_sectional(strategy, bars, np.unique(times) - int(times.min()))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -208,8 +225,7 @@ def plan_run(config_path: str | Path | None, output_root: str | None, verbose: i
     with attached_to(config_path):  # type: ignore[arg-type]
         data = prepare(cfg)
     strategy = load_plugin(cfg)
-    from embedtune.plugin_check import check_strategy
-    check_strategy(strategy, data)  # a plugin that looks ahead or breaks its contract stops here: nothing written
+    check_plugin(strategy, data)  # a plugin that looks ahead or breaks its contract stops here: nothing written
     if run_id is None:
         run_id = (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + cfg.config_hash[:8]
                   + ("-ablation" if ablation else ""))
@@ -242,7 +258,13 @@ def announce(run: RunPlan) -> None:
     data, cfg = run.data, run.cfg
     held = (f", the last {len(data.holdout.test)} held out until the search ends" if data.holdout is not None
             else ", no holdout")
-    print(f"embedtune: {cfg.name}: {len(data.bars)} bars of {data.market_name}"
+    rows = f"{len(data.bars)} bars of"
+    if data.panel is not None:  # samples are rows; the lockbox is a span of timestamps across all symbols
+        rows = f"{len(data.bars)} (timestamp, symbol) rows of universe"
+        if data.holdout is not None:
+            held = (f", the last {len(pd.unique(data.times[data.holdout.test]))} timestamps "
+                    f"({len(data.holdout.test)} rows) held out until the search ends")
+    print(f"embedtune: {cfg.name}: {rows} {data.market_name}"
           f"{' (SYNTHETIC)' if data.synthetic else ''}{held}, {len(data.folds)} folds, "
           f"{cfg.search.num_samples} trials x {max(cfg.resources.num_workers, 1)} worker(s)"
           + (f", resuming {run.run_id}" if run.resume else ""), file=sys.stderr)
@@ -387,7 +409,8 @@ def collect_records(grid: Any, cfg: ExperimentConfig, data: PreparedData, prefix
 #: Per-fold training diagnostics kept in the manifest (from each fold's report): how long it trained, how well it
 #: validated, whether its direction head collapsed.
 FOLD_DIAGNOSTICS = ("head_epochs_run", "head_best_epoch", "head_best_val_loss", "head_direction_majority_share",
-                    "train_loss", *(f"fold_seconds_{phase}" for phase in PHASES))
+                    "train_loss", *(f"fold_seconds_{phase}" for phase in PHASES),
+                    *(f"fold_{m}" for m in FACTOR_METRICS))  # the last: a universe's fold factor numbers
 
 
 def fold_diagnostics(result: Any) -> list[dict[str, float]]:

@@ -26,7 +26,7 @@ from embedtune.bundle.layout import HOLDOUT_FILE, HOLDOUT_OOS_DIR, OOS_FILE, PRE
 from embedtune.bundle.publish import publishing, publishing_file
 from embedtune.bundle.reader import clean
 from embedtune.leaderboard.records import TrialRecord
-from embedtune.metric_registry import registered
+from embedtune.metric_registry import FACTOR_METRICS, registered
 from embedtune.strategy import Strategy
 from embedtune.trial_state import TrialStatus
 from embedtune.tune.space import SELECTED_KEY
@@ -53,10 +53,12 @@ def choose(ranked: list[TrialRecord], top_k: int, ensemble: TrialRecord | None =
 
 
 def holdout_span(data: PreparedData) -> dict[str, Any]:
+    """The lockbox's dates (``bars``: its samples, the (timestamp, symbol) rows on a universe)."""
     assert data.holdout is not None
-    test, train = data.holdout.test, data.holdout.fold.train
-    return {"start": str(data.index[int(test[0])]), "end": str(data.index[int(test[-1])]), "bars": int(len(test)),
-            "train_start": str(data.index[int(train[0])]), "train_end": str(data.index[int(train[-1])]),
+    test, train, times = data.holdout.test, data.holdout.fold.train, data.times
+    return {"start": str(times[int(test[0])]), "end": str(times[int(test[-1])]),
+            "bars": int(len(pd.unique(times[test]))),  # timestamps (one per bar for one instrument)
+            "train_start": str(times[int(train[0])]), "train_end": str(times[int(train[-1])]),
             "selection_end": str(data.selection_end)}
 
 
@@ -115,6 +117,7 @@ def holdout_metrics(metrics: dict[str, float], oos: pd.DataFrame) -> dict[str, f
     """``holdout_<metric>`` of one evaluation, plus ``holdout_psr``: the probability that its true Sharpe is above 0
     (no selection happened on these bars, so no deflation)."""
     out = {holdout_key(m): metrics.get(m, math.nan) for m in HOLDOUT_METRICS}
+    out.update({holdout_key(m): metrics[m] for m in FACTOR_METRICS if m in metrics})  # a universe's factor numbers
     returns = oos["strategy_return"].fillna(0.0).to_numpy(dtype=float)
     std = returns.std(ddof=1) if len(returns) > 1 else 0.0
     if std > 0:

@@ -13,8 +13,10 @@ Direction = Literal["max", "min"]
 #: Where a metric is computed: ``backtest`` (``backtest.metrics.compute_metrics``), ``evaluation``
 #: (``evaluation.evaluate_oos``, from the backtest and the bars), ``predictions`` (the direction head's output),
 #: ``search`` (``leaderboard.ledger``, across all trials of a search after it ends), ``timing`` (``train.timing``: wall
-#: seconds the trial spent in each phase, summed over its folds).
-Source = Literal["backtest", "evaluation", "predictions", "search", "timing"]
+#: seconds the trial spent in each phase, summed over its folds), ``factor`` (``panel_evaluation``: the factor analysis
+#: of a universe's predicted scores, ``backtest.factor``), ``universe`` (``panel_evaluation``: the multi-asset
+#: portfolio's own numbers). The last two exist only for experiments on a ``data.universe``.
+Source = Literal["backtest", "evaluation", "predictions", "search", "timing", "factor", "universe"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,22 @@ METRICS: tuple[Metric, ...] = (
            "timing"),
     Metric("seconds_backtest", None, "wall seconds of strategy and backtest of the predictions, over the folds",
            "timing"),
+    Metric("ic", "max", "mean over timestamps of the Pearson correlation, across the symbols, of the predicted score "
+           "and the forward return over the label horizon", "factor", leaderboard=False),
+    Metric("rank_ic", "max", "mean over timestamps of the Spearman (rank) correlation of score and forward return",
+           "factor", leaderboard=False),
+    Metric("icir", "max", "mean(IC) / std(IC, ddof=1) over timestamps", "factor", leaderboard=False),
+    Metric("rank_icir", "max", "mean(Rank IC) / std(Rank IC, ddof=1) over timestamps", "factor", leaderboard=False),
+    Metric("ic_tstat", None, "mean(IC) / (std(IC) / sqrt(n)): the t-statistic of the mean IC over n timestamps",
+           "factor", leaderboard=False),
+    Metric("quantile_spread", "max", "mean over timestamps of the top minus the bottom score quantile's mean forward "
+           "return", "factor", leaderboard=False),
+    Metric("quantile_turnover", None, "mean over timestamps of the share of the top quantile's names that were not in "
+           "it one horizon earlier", "factor", leaderboard=False),
+    Metric("gross_exposure", None, "mean over bars of the sum of |symbol value| / portfolio value", "universe",
+           leaderboard=False),
+    Metric("net_exposure", None, "mean over bars of the sum of signed symbol value / portfolio value", "universe",
+           leaderboard=False),
 )
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 
@@ -87,6 +105,11 @@ CROSS_TRIAL_METRICS: dict[str, str] = {m.name: m.definition for m in METRICS if 
 BACKTEST_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.source == "backtest")
 #: The leaderboard table's metric columns, in order.
 LEADERBOARD_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.leaderboard)
+#: The factor analysis of a universe experiment, in order: leaderboard columns (and ``holdout_<name>``) only where a
+#: trial has them, so a single instrument's table keeps its columns.
+FACTOR_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.source == "factor")
+#: Metrics that only an experiment on a ``data.universe`` computes (refused as objectives elsewhere).
+UNIVERSE_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.source in ("factor", "universe"))
 
 
 def metric(name: str) -> Metric:

@@ -23,7 +23,12 @@ def train_only(config_path: str | Path, output_root: str | None = None, verbose:
     from embedtune.experiment import run_experiment
     from embedtune.saved_model import export_model
 
+    from embedtune.errors import ConfigError
+
     cfg = load_config(config_path)
+    if cfg.data.universe is not None:  # refused before anything runs, not after the run when the model is saved
+        raise ConfigError("data.universe", "a universe model cannot be saved for serving yet (live inference reads "
+                                           "one instrument); run the experiment with embedtune tune", str(config_path))
     fixed = cfg.with_overrides(TRAIN_OVERRIDES)
     derived = Path(output_root or cfg.output.root) / cfg.name / "_train" / f"{fixed.config_hash[:12]}.yaml"
     derived.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,8 @@ LEADERBOARD_MD = "leaderboard.md"
 CONFIG_FILE = "config.yaml"
 REPORT_FILE = "report.html"
 EQUITY_PNG = "equity.png"
+#: A universe experiment's factor analysis of its best trial (IC series, cumulative quantile returns).
+FACTOR_PNG = "factor.png"
 #: Per-trial frames: ``trials/<trial>_oos.parquet`` (search folds) and ``trials/<trial>_holdout.parquet`` (lockbox).
 TRIALS_DIR = "trials"
 OOS_SUFFIX = "_oos.parquet"
@@ -24,6 +26,8 @@ MODEL_DIR = "model"
 MODEL_META = "model.json"
 MODEL_FILE = "model.pt"
 SCALER_FILE = "scaler.npz"
+#: A chain or graph model's option-feature standardization (``mean``, ``std`` over its training snapshots).
+CHAIN_SCALER_FILE = "chain_scaler.npz"
 
 # --- a run's storage: ``<root>/<experiment>/_ray/<run-id>/`` and its neighbours ---
 RAY_DIR = "_ray"

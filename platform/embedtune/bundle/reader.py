@@ -17,8 +17,8 @@ from embedtune.bundle.layout import (CONFIG_FILE, EQUITY_PNG, LEADERBOARD_CSV, M
                                      TRIALS_DIR, oos_file)
 from embedtune.bundle.manifest import read_manifest
 from embedtune.errors import FileError
-from embedtune.leaderboard.records import (METRIC_COLUMNS, PATH_COLUMNS, PATH_SUFFIXES, RESULT_PREFIXES,
-                                           RESULT_SUFFIXES)
+from embedtune.leaderboard.records import (FACTOR_COLUMNS, METRIC_COLUMNS, PATH_COLUMNS, PATH_SUFFIXES,
+                                           RESULT_PREFIXES, RESULT_SUFFIXES)
 from embedtune.metric_registry import registered
 
 #: Metrics with a column of their own in the store, listed here rather than taken from ``METRIC_COLUMNS`` so the
@@ -141,7 +141,7 @@ class Bundle:
     @property
     def extra_metric_columns(self) -> list[str]:
         return [c for c in self.table.columns if c not in STORED_METRICS
-                and (c in METRIC_COLUMNS or c in FLAG_COLUMNS or c.startswith(EXTRA_PREFIXES)
+                and (c in METRIC_COLUMNS or c in FACTOR_COLUMNS or c in FLAG_COLUMNS or c.startswith(EXTRA_PREFIXES)
                      or c in PATH_COLUMNS or c.endswith(PATH_SUFFIXES) or c.endswith(RESULT_SUFFIXES))]
 
     @property
@@ -206,13 +206,31 @@ class Bundle:
             part = oos.loc[start:end]
             if len(part):
                 out.append({"fold": fold, "start": str(start.date()), "end": str(end.date()),
-                            **period_stats(part["strategy_return"], part["benchmark_return"], ann)})
+                            **period_stats(part["strategy_return"], part["benchmark_return"], ann),
+                            **factor_stats(part)})
         return out
 
     def artifacts(self, trial: str) -> dict[str, str]:
         found = {"bundle": self.path, "leaderboard_csv": self.path / LEADERBOARD_CSV,
                  "equity_png": self.path / EQUITY_PNG, "oos": self.oos_path(trial)}
         return {k: str(v) for k, v in found.items() if v is not None and Path(v).exists()}
+
+
+def factor_stats(oos: pd.DataFrame) -> dict[str, float | None]:
+    """A universe trial's factor numbers over a slice of its OOS frame (its ``ic``, ``rank_ic`` and ``spread``
+    series; ``backtest.factor`` conventions: means over the timestamps with a value, ICIR with ddof 1); empty for
+    one instrument's frame, which has no such series."""
+    if "ic" not in oos.columns:
+        return {}
+    ic, rank_ic, spread = (oos[c].dropna() for c in ("ic", "rank_ic", "spread"))
+
+    def ratio(x: pd.Series) -> float:
+        std = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+        return float(x.mean()) / std if std > 0 else math.nan
+
+    return clean({"ic": float(ic.mean()) if len(ic) else math.nan, "icir": ratio(ic),
+                  "rank_ic": float(rank_ic.mean()) if len(rank_ic) else math.nan, "rank_icir": ratio(rank_ic),
+                  "quantile_spread": float(spread.mean()) if len(spread) else math.nan})
 
 
 def _annualization_of(index: pd.Index) -> float:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from embedtune.bundle.layout import (CONFIG_FILE, EQUITY_PNG, HOLDOUT_FILE, LEADERBOARD_CSV, LEADERBOARD_MD,
-                                     REPORT_FILE, TRIALS_DIR, holdout_file, oos_file)
+from embedtune.bundle.layout import (CONFIG_FILE, EQUITY_PNG, FACTOR_PNG, HOLDOUT_FILE, LEADERBOARD_CSV,
+                                     LEADERBOARD_MD, REPORT_FILE, TRIALS_DIR, holdout_file, oos_file)
 from embedtune.bundle.manifest import Manifest, write_manifest
 from embedtune.config.loading import dump_config
 from embedtune.config.schema import ExperimentConfig, metric_mode
@@ -22,6 +22,7 @@ from embedtune.holdout import holdout_span, read_holdout_frames
 from embedtune.leaderboard.chart import equity_chart
 from embedtune.leaderboard.ledger import holdout_lines, ledger_checks, ledger_line
 from embedtune.leaderboard.records import FLAGS_LEGEND, TrialRecord, rank_records, ranked_table, to_markdown
+from embedtune.report.factor import factor_chart, factor_table, has_factor
 from embedtune.report.html import write_html_report
 from embedtune.runtime import git_commit
 from embedtune.trial_state import TrialStatus
@@ -64,7 +65,7 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
         run_id=final.name, experiment=cfg.name, config_file=config_path, config_hash=cfg.config_hash,
         data={"name": data.market_name, "source": data.source, "synthetic": data.synthetic,
               "hash": data.data_hash, "bars": len(data.bars),
-              "start": str(data.index[0]), "end": str(data.index[-1]), "features": data.feature_names,
+              "start": str(data.times[0]), "end": str(data.times[-1]), "features": data.feature_names,
               "dropped_features": list(data.dropped_features), "notes": data.notes or {}},
         folds=test_windows(data),
         objective={"metric": cfg.objective.targets[0], "mode": metric_mode(cfg.objective.targets[0]),
@@ -78,17 +79,33 @@ def write_bundle(staging: Path, final: Path, cfg: ExperimentConfig, data: Prepar
         trials={r.trial_id: {"status": r.status.value, "error": r.error, **r.extra} for r in records},
     )
     write_manifest(staging, manifest)
-    (staging / LEADERBOARD_MD).write_text(render_markdown(cfg, data, table, manifest.to_dict()))
+    factor = factor_lines(cfg, ranked, table, staging) if data.panel is not None else ""
+    (staging / LEADERBOARD_MD).write_text(render_markdown(cfg, data, table, manifest.to_dict()) + factor)
     write_html_report(staging, staging / REPORT_FILE)
     return ExperimentResult(run_dir=final, leaderboard_md=final / LEADERBOARD_MD,
                             leaderboard_csv=final / LEADERBOARD_CSV, equity_png=final / EQUITY_PNG,
                             report_html=final / REPORT_FILE, table=table, seconds=seconds)
 
 
+def factor_lines(cfg: ExperimentConfig, ranked: list[TrialRecord], table: pd.DataFrame, staging: Path) -> str:
+    """The Markdown leaderboard's factor section of a universe run: the top trials' factor numbers and the best
+    trial's IC series and cumulative quantile returns (``factor.png``)."""
+    best = next((r for r in ranked if has_factor(r.oos)), None)
+    lines = ["## Factor analysis", "",
+             f"Score `{cfg.strategy.factor.score}` ranked across the symbols at each timestamp against the forward "
+             f"return over {cfg.labels.horizon} bars, {cfg.strategy.factor.quantiles} quantiles.", "",
+             to_markdown(factor_table(table)), ""]
+    if best is not None:
+        factor_chart(best.oos, cfg.labels.horizon, staging / FACTOR_PNG,  # type: ignore[arg-type]
+                     f"{cfg.name}: factor analysis of {best.trial_id}", False)
+        lines += [f"![factor]({FACTOR_PNG})", ""]
+    return "\n".join(lines)
+
+
 def test_windows(data: PreparedData) -> list[dict[str, Any]]:
     """The out-of-sample windows the report breaks results down by: each walk-forward fold's test block, or under
     CPCV each group (a split's test groups need not be adjacent, so a split has no single window)."""
-    dates = lambda positions: [str(data.index[positions[0]]), str(data.index[positions[-1]])]  # noqa: E731
+    dates = lambda positions: [str(data.times[positions[0]]), str(data.times[positions[-1]])]  # noqa: E731
     if data.cpcv is not None:
         return [{"fold": g, "group": g, "test": dates(group)} for g, group in enumerate(data.cpcv.groups)]
     return [{"fold": f.index, "train": dates(f.train), "test": dates(f.test)} for f in data.folds]
@@ -134,7 +151,9 @@ def render_markdown(cfg: ExperimentConfig, data: PreparedData, table: pd.DataFra
         + f", out of sample over {splits_phrase(cfg, data)} (purge {cfg.walk_forward.purge_bars}, embargo "
         f"{cfg.walk_forward.embargo_bars}, horizon {cfg.labels.horizon})",
         f"- strategy: `{cfg.strategy.name}` {cfg.strategy.params}, fees {cfg.strategy.fees}, slippage "
-        f"{cfg.strategy.slippage}, executed at the next bar's open",
+        f"{cfg.strategy.slippage}, executed at the next bar's "
+        + (data.panel.execution.removeprefix("next_") if data.panel is not None else "open")
+        + (f"; {data.notes['universe']}" if data.panel is not None and data.notes else ""),
         f"- config hash `{cfg.config_hash}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
         f"- {ledger_line(manifest.get('selection') or {})}",
         *(f"- {line}" for line in holdout_lines(manifest, table)),

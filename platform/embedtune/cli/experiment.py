@@ -42,7 +42,9 @@ def _cmd_validate_config(args: argparse.Namespace) -> int:
         data = prepare(cfg)
     folds = (f"{len(data.folds)} CPCV splits on {data.cpcv.n_paths} paths" if data.cpcv is not None
              else f"{len(data.folds)} folds")
-    print(f"{args.config}: ok (config hash {cfg.config_hash}; {len(data.bars)} bars, {folds}, "
+    rows = (f"{len(data.bars)} (timestamp, symbol) rows of {len(data.panel.symbols)} symbols"
+            if data.panel is not None else f"{len(data.bars)} bars")
+    print(f"{args.config}: ok (config hash {cfg.config_hash}; {rows}, {folds}, "
           f"{len(data.feature_names)} features)")
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from embedtune.bundle.layout import LEADERBOARD_DB
+from embedtune.config.feature_keys import feature_families
 from embedtune.config.feature_search import feature_search_errors
 from embedtune.config.paths import get_path
 from embedtune.config.schema import PREPARED_ONCE, ExperimentConfig, first_error
@@ -34,9 +35,20 @@ def database_url_problem(url: str) -> str | None:
     return None
 
 
+def data_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
+    """Rules within the ``data`` section that one field's validator cannot see: a generator's settings without a
+    stream that uses them would be silently ignored (and left out of the hash), so they are an error."""
+    data = config.data
+    if "order_flow_generator" in data.model_fields_set and "synthetic" not in (data.quotes, data.trades):
+        return [("data.order_flow_generator", "is only read when data.quotes or data.trades is synthetic (now "
+                 f"quotes: {data.quotes}, trades: {data.trades})")]
+    return []
+
+
 def cross_section_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
     """Rules that span sections or need registries; each error is (key path, message), in a stable order (the
     loader reports the first)."""
+    from embedtune.config.universe_checks import universe_errors
     from embedtune.features import family_errors
     from embedtune.strategy import strategy_errors
 
@@ -51,6 +63,7 @@ def cross_section_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
                        f"embargo {wf.embargo_bars} is below label horizon - 1 = {labels.horizon - 1}: cpcv also "
                        "trains on the samples right after each test group, and their labels would share bars with "
                        "the test group's labels"))
+    errors += data_errors(config)
     model = config.model
     needs_chains = model.type == "ensemble" and (model.chain.enabled or model.graph.enabled)
     if needs_chains and config.data.option_chains == "none":
@@ -63,7 +76,7 @@ def cross_section_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
         unknown = sorted(set(model.fusion.order) - set(model.sources))
         if unknown or sorted(model.fusion.order) != sorted(model.sources):
             errors.append(("model.fusion.order", f"must order exactly the sources {model.sources}"))
-    for family, params in config.features.items():
+    for family, params in feature_families(config.features).items():  # features.cross_section: universe_errors
         for key, msg in family_errors(family, params):
             errors.append((f"features.{family}" + (f".{key}" if key else ""), msg))
     for key, msg in strategy_errors(config.strategy.name, config.strategy.params, Path(config.strategy.path)):
@@ -95,6 +108,7 @@ def cross_section_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
                 _, msg = first_error(err)
                 errors.append((f"search.space.{dotted}", f"value {sample!r} is invalid there: {msg}"))
                 break
+    errors += universe_errors(config)
     errors += feature_search_errors(config)
     urls = {"search.storage": config.search.storage, "output.leaderboard_db": config.output.leaderboard_db}
     for key, url in urls.items():

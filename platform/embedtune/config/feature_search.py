@@ -7,6 +7,7 @@ import itertools
 import math
 from typing import Any
 
+from embedtune.config.feature_keys import feature_families
 from embedtune.config.paths import set_path
 from embedtune.config.schema import MAX_FEATURE_VARIANTS, ExperimentConfig, SearchParam
 
@@ -84,7 +85,7 @@ def feature_search_errors(config: ExperimentConfig) -> list[tuple[str, str]]:
                  f"configurations, each precomputed before the trials; at most {MAX_FEATURE_VARIANTS}: search fewer "
                  "feature values")]
     for spec, combination in _feature_combinations(config.features, searched):
-        for family, params in spec.items():
+        for family, params in feature_families(spec).items():  # a universe's cross_section is no family
             problem = _family_problem(family, params)
             if problem:
                 mine = [k for k in combination if k.split(".")[1] == family]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from embedtune.config.hashing import CPCV_ONLY, science_hash
 from embedtune.config.paths import set_path
@@ -41,6 +42,27 @@ class SyntheticChainConfig(Strict):
     informed_horizon: int = Field(default=5, ge=1)
 
 
+class OrderFlowGeneratorConfig(Strict):
+    """The quote/trade generator used when ``data.quotes`` or ``data.trades`` is ``synthetic``: an EKOP arrival
+    process laid over the bars (``embedtune.data.synthetic_trades``); the stream is labelled synthetic everywhere."""
+
+    seed: int = 0
+    trades_per_bar: float = Field(default=50.0, gt=0.0, le=10_000.0)
+    #: Share of bars inside informed-trading episodes, and the chance of an information event inside / outside one.
+    episode_share: float = Field(default=0.15, gt=0.0, lt=1.0)
+    alpha_episode: float = Field(default=0.8, ge=0.0, le=1.0)
+    alpha_normal: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: Informed trades on an event, as a multiple of ``trades_per_bar``.
+    informed_intensity: float = Field(default=0.6, ge=0.0, le=100.0)
+    #: 0: informed traders know their own bar's move (EKOP; nothing after the bar's close). k >= 1: a PLANTED
+    #: look-ahead signal, they know bar t+k's return, so order flow predicts it (ground-truth tests only).
+    informed_lead: int = Field(default=0, ge=0, le=250)
+
+
+#: Keys of ``DataConfig`` that only matter when order flow is attached (``quotes`` or ``trades`` not ``none``).
+ORDER_FLOW_KEYS = ("quotes", "trades", "order_flow_generator")
+
+
 class DataConfig(Strict):
     #: ``bundled:<name>``, ``synthetic`` (see ``synthetic``), or a path to a CSV/Parquet bar file.
     source: str = "bundled:goog_daily"
@@ -57,6 +79,38 @@ class DataConfig(Strict):
     #: The price the bars are traded and featurized at: ``close`` as written, or ``adj_close`` (a column of the bar
     #: file, e.g. ``Adj Close``): open, high, low and close are rescaled by adj_close / close bar by bar.
     price: Literal["close", "adj_close"] = "close"
+    #: One model over many instruments instead of ``source``: a long bar file (``timestamp, symbol, ...``, CSV or
+    #: Parquet), a folder of one bar file per symbol, or ``bundled:<name>`` (``embedtune.data.universe``).
+    universe: str | None = None
+    #: ``universe`` only: the symbols to run on (default: all of them).
+    symbols: list[str] | None = Field(default=None, min_length=1)
+    #: Order flow for the microstructure family: ``none``, ``synthetic`` (``order_flow_generator``, driven by the
+    #: bars) or a path to a CSV/Parquet file: quotes ``timestamp, bid, ask, bid_size, ask_size``; trades
+    #: ``timestamp, price, size`` and optional ``side``. Each bar aggregates the events in (previous bar, its stamp].
+    quotes: str = "none"
+    trades: str = "none"
+    order_flow_generator: OrderFlowGeneratorConfig = OrderFlowGeneratorConfig()
+
+    @field_validator("quotes", "trades")
+    @classmethod
+    def _stream_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give none, synthetic or a path to a file")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _omit_inert_order_flow(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Inert order-flow keys are left out of the dump: without order flow all of them, so the config hash of
+        every experiment written before they existed is unchanged; without a synthetic stream the generator, which
+        nothing reads then (``checks.data_errors`` refuses it written out). The dump validates back to the same
+        config."""
+        out = handler(self)
+        if "synthetic" not in (self.quotes, self.trades):
+            out.pop("order_flow_generator", None)
+        if self.quotes == "none" and self.trades == "none":
+            for key in ORDER_FLOW_KEYS:
+                out.pop(key, None)
+        return out
 
     @field_validator("chain_time")
     @classmethod
@@ -184,6 +238,9 @@ class ModelConfig(Strict):
     #: ``fixed``: training.lambdas; ``uncertainty``: learned homoscedastic uncertainty weights (Kendall et al.).
     loss_weighting: Literal["fixed", "uncertainty"] = "fixed"
     pretrain: PretrainConfig = PretrainConfig()
+    #: ``data.universe`` only: width of a learned per-symbol vector appended to every step of a sample's window
+    #: (``models.symbol_embedding``); 0: none, the model does not know which symbol a sample is.
+    symbol_embedding: int = Field(default=0, ge=0, le=512)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
@@ -332,6 +389,16 @@ class WalkForwardConfig(Strict):
         return math.comb(self.n_groups - 1, self.n_test_groups - 1) if self.scheme == "cpcv" else 1
 
 
+class FactorConfig(Strict):
+    """``data.universe`` only: the factor analysis of the out-of-sample predictions (``backtest.factor``)."""
+
+    #: The score ranked across symbols at each timestamp: ``edge`` = p_up - p_down (what ``top_bottom_quantile``
+    #: trades), ``p_up``, ``neg_p_down`` = -p_down, ``neg_vol_pred`` = -predicted volatility.
+    score: Literal["edge", "p_up", "neg_p_down", "neg_vol_pred"] = "edge"
+    #: Score quantiles per timestamp (quantile returns, top-minus-bottom spread, turnover).
+    quantiles: int = Field(default=5, ge=2, le=100)
+
+
 class StrategyConfig(Strict):
     name: str = "direction_threshold"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -339,6 +406,10 @@ class StrategyConfig(Strict):
     path: str = "strategies"
     fees: float = Field(default=0.0005, ge=0.0, lt=0.1)
     slippage: float = Field(default=0.0005, ge=0.0, lt=0.1)
+    #: ``data.universe`` only: when a bar's target weights trade, at the next bar's open or close. Default: the open
+    #: where the universe has opens, else the close (a close-only panel can only trade at closes).
+    execution: Literal["next_open", "next_close"] | None = None
+    factor: FactorConfig = FactorConfig()
 
 
 #: What a trial can be scored on: the per-trial metrics of the registry (cross-trial ones are refused by name, see
@@ -530,6 +601,15 @@ def features_section(value: dict[str, dict[str, Any] | None]) -> dict[str, dict[
     return {k: (v or {}) for k, v in value.items()}
 
 
+#: ``data`` keys of one instrument's source, which a ``data.universe`` replaces (refused unless at their defaults).
+SINGLE_SOURCE_KEYS = ("source", "synthetic", "option_chains", "chain_generator", "chain_time", "quotes", "trades",
+                      "order_flow_generator")
+#: Section -> keys only a ``data.universe`` experiment reads (see ``ExperimentConfig._omit_inert_universe_keys``).
+UNIVERSE_ONLY_KEYS: dict[str, tuple[str, ...]] = {
+    "data": ("universe", "symbols"), "model": ("symbol_embedding",), "strategy": ("execution", "factor"),
+}
+
+
 class ExperimentConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
@@ -550,6 +630,26 @@ class ExperimentConfig(Strict):
     @classmethod
     def _some_features(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return features_section(value)
+
+    @model_serializer(mode="wrap")
+    def _omit_inert_universe_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Keys only a ``data.universe`` experiment reads are left out of the dump at their defaults when there is no
+        universe, so every single-instrument config keeps the hash it had before universes existed (a key set
+        without a universe is refused at load, ``config.universe_checks``)."""
+        out = handler(self)
+        if self.data.universe is not None:  # the one instrument's source keys, at their defaults, say nothing
+            defaults = type(self.data).model_fields
+            for key in SINGLE_SOURCE_KEYS:
+                if key in defaults and getattr(self.data, key) == defaults[key].get_default(call_default_factory=True):
+                    out["data"].pop(key, None)
+            return out
+        for section, keys in UNIVERSE_ONLY_KEYS.items():
+            model = getattr(self, section)
+            fields = type(model).model_fields
+            for key in keys:
+                if getattr(model, key) == fields[key].get_default(call_default_factory=True):
+                    out[section].pop(key, None)
+        return out
 
     @property
     def config_hash(self) -> str:

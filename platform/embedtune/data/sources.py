@@ -36,6 +36,10 @@ def load_market(cfg: DataConfig) -> MarketData:
         market = MarketData(name=path.stem, bars=load_bars(path, cfg.price), source=str(path))
 
     market = _slice(market, cfg)
+    if cfg.quotes != "none" or cfg.trades != "none":
+        from embedtune.data.orderflow import load_order_flow
+
+        market = load_order_flow(market, cfg)  # data.quotes / data.trades onto the sliced bars
     chains = cfg.option_chains
     if chains == "none":
         return market

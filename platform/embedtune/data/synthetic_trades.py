@@ -10,7 +10,9 @@ Easley-Kiefer-O'Hara-Paperman (EKOP) arrival process laid over the given bars:
   ``alpha_normal`` outside. News direction: with ``delta=None`` (default) informed traders know the bar's outcome,
   good news iff the bar closes above its open (a coin flip on ties), so informed flow agrees with the bar's price
   move and Kyle's lambda is positive against the given closes; with ``delta`` set, news is bad with probability
-  ``delta`` independently of prices (the textbook model, for exact PIN truth).
+  ``delta`` independently of prices (the textbook model, for exact PIN truth). ``informed_lead`` k >= 1 PLANTS a
+  look-ahead signal instead: informed traders in bar t know the sign of bar t+k's close-to-close return (a coin flip
+  where t+k is past the data), so order flow at t predicts a later return; a ground truth for tests only.
 * Arrivals: uninformed buys and sells are Poisson(eps) each with eps = ``trades_per_bar`` / 2; on an event informed
   trades are Poisson(mu), mu = ``informed_intensity * trades_per_bar``, all on the news side (buys on good news).
   Arrival times are uniform within the bar.
@@ -29,8 +31,9 @@ Easley-Kiefer-O'Hara-Paperman (EKOP) arrival process laid over the given bars:
 * Trades: buys at the ask, sells at the bid, clipped to the bar's [low, high], so prints never leave the bar's range
   (a print at a bar's extreme may then sit inside the quote). ``side`` is the true initiator, ``informed`` the
   truth label.
-* Timestamps: bars are taken as stamped at their open; bar i's trades fall in [t_i, t_i + span_i), span_i the gap to
-  the next bar capped at the median gap, so ``assign_bars`` puts every trade back in its own bar.
+* Timestamps: a bar's stamp is taken as its close (as ``assign_bars`` reads it); bar i's trades fall in
+  (t_i - span_i, t_i], span_i the gap from the previous bar (bar 0: to the next) capped at the median gap, so
+  ``assign_bars`` puts every trade back in its own bar and none lies after the close of the bar it belongs to.
 
 Every random stream is spawned from the seed separately (as in ``synthetic_market``), so e.g. changing the impact
 keeps the same episodes, events and arrivals.
@@ -129,6 +132,7 @@ def generate_quote_trade_stream(
     depth: float = 10.0,
     depth_skew: float = 0.5,
     quote_update_prob: tuple[float, float] = (0.3, 0.7),
+    informed_lead: int = 0,
 ) -> TradeStream:
     """Generate a deterministic EKOP quote/trade stream over the bars (see the module docstring for the model)."""
     bars = bars_or_market.bars if isinstance(bars_or_market, MarketData) else bars_or_market
@@ -143,6 +147,8 @@ def generate_quote_trade_stream(
         raise ValueError(f"delta must be in [0, 1] or None, got {delta}")
     if not 0.0 <= depth_skew < 1.0:
         raise ValueError(f"depth_skew must be in [0, 1), got {depth_skew}")
+    if informed_lead < 0 or (informed_lead and delta is not None):
+        raise ValueError(f"informed_lead must be >= 0 and needs delta=None, got {informed_lead} with delta={delta}")
     rng_episode, rng_event, rng_arrival, rng_size, rng_path, rng_quote = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6))
     o, h, lo, c, v = (bars[col].to_numpy(dtype=float) for col in ("open", "high", "low", "close", "volume"))
@@ -157,7 +163,13 @@ def generate_quote_trade_stream(
             raise ValueError(f"informed_episodes must have one entry per bar ({n}), got shape {episodes.shape}")
     event = rng_event.random(n) < np.where(episodes, alpha_episode, alpha_normal)
     coin = np.where(rng_event.random(n) < (0.5 if delta is None else delta), -1, 1)
-    direction = np.where(np.sign(c - o) != 0, np.sign(c - o), coin).astype(np.int64) if delta is None else coin
+    move = np.sign(c - o)
+    if informed_lead:  # bar t + k's close-to-close move; 0 (then a coin flip) where t + k is past the data
+        k = informed_lead
+        move = np.zeros(n)
+        if k < n:
+            move[: n - k] = np.sign(c[k:] - c[k - 1 : n - 1])
+    direction = np.where(move != 0, move, coin).astype(np.int64) if delta is None else coin
     news = np.where(event, direction, 0)
 
     eps, mu = trades_per_bar / 2.0, informed_intensity * trades_per_bar
@@ -212,8 +224,9 @@ def generate_quote_trade_stream(
     stamps = bars.index.as_unit("ns").asi8
     gaps = np.diff(stamps)
     typical = float(np.median(gaps)) if len(gaps) else 86_400e9
-    span = np.minimum(np.r_[gaps, typical], typical)
-    offsets = stamps[bar] + (u * span[bar]).astype(np.int64)
+    span = np.minimum(np.r_[gaps[:1] if len(gaps) else typical, gaps], typical).astype(np.int64)
+    # (t_i - span_i, t_i]: at least 1 ns after the previous bar's stamp, at the latest on the bar's own stamp.
+    offsets = stamps[bar] - span[bar] + np.maximum(np.ceil(u * span[bar]).astype(np.int64), 1)
     timestamp = (pd.to_datetime(offsets, unit="ns", utc=True).tz_convert(bars.index.tz) if bars.index.tz is not None
                  else pd.to_datetime(offsets, unit="ns"))
     trades = pd.DataFrame({
@@ -223,8 +236,10 @@ def generate_quote_trade_stream(
     index = bars.index
     notes = {
         "trades": (f"SYNTHETIC EKOP stream: eps={eps:g}/side/bar, mu={mu:g}, alpha={alpha_episode:g} in episodes "
-                   f"and {alpha_normal:g} outside, news " + ("from each bar's open-to-close move" if delta is None
-                                                             else f"bad with probability {delta:g}")),
+                   f"and {alpha_normal:g} outside, news " + (
+                       f"from bar t+{informed_lead}'s return (a PLANTED look-ahead order-flow signal)" if informed_lead
+                       else "from each bar's open-to-close move" if delta is None
+                       else f"bad with probability {delta:g}")),
         "episodes": f"{int(episodes.sum())} of {n} bars in informed-trading episodes; truth in TradeStream.episodes",
     }
     return TradeStream(

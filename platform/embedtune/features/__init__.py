@@ -2,6 +2,7 @@
 from embedtune.features import base  # noqa: F401  (registers the family)
 from embedtune.features import wavelet  # noqa: F401  (registers the family)
 from embedtune.features import technical  # noqa: F401  (registers the family)
+from embedtune.features import technical_close  # noqa: F401  (registers the family)
 from embedtune.features import calendar  # noqa: F401  (registers the family)
 from embedtune.features import microstructure  # noqa: F401  (registers the family)
 from embedtune.features import options_family  # noqa: F401  (registers the family)

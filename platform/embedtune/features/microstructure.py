@@ -5,17 +5,19 @@ row (never an error), so one config runs on daily bars and on tick data alike:
 
 * bars (always): bulk volume classification (BVC), the Corwin-Schultz and Roll spread estimators, Amihud
   illiquidity, and VPIN on BVC-classified bar volume.
-* quotes: ``bid, ask, bid_size, ask_size`` at each trade of ``MarketData.trades`` when the stream carries them,
-  else the bar-end quotes on the bars. They feed order flow imbalance (OFI), the relative spread, depth imbalance
-  and quote stability. Bars alone: all NaN.
+* quotes: a quote stream aggregated onto the bars (per-bar sums ``QUOTE_SUM_COLUMNS``, as ``data.quotes`` attaches
+  them through ``embedtune.data.orderflow``), else ``bid, ask, bid_size, ask_size`` at each trade of
+  ``MarketData.trades`` when the stream carries them, else the bar-end quotes on the bars. They feed order flow
+  imbalance (OFI), the relative spread, depth imbalance and quote stability. Bars alone: all NaN.
 * signed flow: ``MarketData.trades`` (``timestamp, price, size``; ``side`` +1/-1 if known, else the Lee-Ready quote
   rule with a tick-rule fallback) or per-bar ``buy_volume, sell_volume, n_buys, n_sells`` columns on the bars (as
   ``embedtune.data.synthetic_trades.aggregate_to_bars`` writes them). They feed buy/sell pressure, flow imbalance,
   Kyle's lambda, PIN, VPIN on known sides (``vpin_classification="auto"``) and, from a trade stream only, trade-size
   statistics. Bars alone: all NaN (VPIN falls back to BVC).
 
-Causality: every column at bar t uses bars and trades at or before t. A trade belongs to the last bar stamped at or
-before it (bars are stamped at their open, as daily bars are by their date). Rolling windows end at t, VPIN at bar t
+Causality: every column at bar t uses bars and trades at or before t. A bar's timestamp is taken as its close, the
+moment its features are used: an event belongs to the first bar stamped at or after it, so bar t holds the events in
+(t-1, t] and an event at exactly t's stamp is t's (``assign_bars``). Rolling windows end at t, VPIN at bar t
 sees only buckets completed by t's close, PIN is re-estimated every ``pin_stride`` periods from a trailing window and
 carried forward, and with ``pin_period="day"`` a day's counts are released at the first bar of the next day (bar
 timestamps do not say which bar is a day's last).
@@ -38,6 +40,13 @@ from embedtune.features.pin import rolling_pin
 
 #: Per-bar signed-flow columns, as ``trade_bars`` returns them and as the family reads them from bars.
 FLOW_COLUMNS: tuple[str, ...] = ("buy_volume", "sell_volume", "n_trades", "n_buys", "n_sells")
+#: Per-bar sums of a quote stream (``quote_bar_sums``): snapshots, transitions from the previous snapshot, unchanged
+#: transitions, summed OFI, summed mean depth, summed relative spread, summed depth imbalance. Sums, not means, so a
+#: bar's value is a function of its own snapshots (and the one before) and the family derives every quote column.
+QUOTE_SUM_COLUMNS: tuple[str, ...] = (
+    "quote_updates", "quote_steps", "quote_unchanged", "quote_ofi", "quote_depth", "quote_spread",
+    "quote_depth_imbalance",
+)
 
 #: Amihud illiquidity is reported per million of currency traded, its conventional unit.
 AMIHUD_SCALE: float = 1.0e6
@@ -146,14 +155,26 @@ def kyle_lambda(returns: pd.Series, signed_volume: pd.Series, volume: pd.Series,
 
 
 def assign_bars(timestamps: pd.Series | pd.DatetimeIndex, index: pd.DatetimeIndex) -> np.ndarray:
-    """Position of the bar each trade belongs to: the last bar stamped at or before it; -1 before the first bar."""
+    """Position of the bar each event belongs to, or -1: the first bar stamped at or after it (bar i holds
+    (t[i-1], t[i]]; an event at exactly a bar's stamp is that bar's, never a later one's).
+
+    A bar's stamp is read as its close, the moment its features are used, so no bar sees an event after it. Events
+    after the last bar are -1 (not yet visible to any bar). The first bar has no previous stamp: it holds the events
+    of one bar spacing before it, (t[0] - (t[1] - t[0]), t[0]] (bar 1's stamp is a calendar fact, not data), and
+    earlier events are -1, so a file reaching further back than the bars does not pile its history onto bar 0.
+    """
     stamps = pd.DatetimeIndex(timestamps)
     if (stamps.tz is None) != (index.tz is None):
         raise DataError("trades", f"trade timestamps (tz={stamps.tz}) and bars (tz={index.tz}) must both be "
                                   "tz-naive or both tz-aware", column="timestamp")
     if stamps.tz is not None:
         stamps = stamps.tz_convert(index.tz)
-    return index.searchsorted(stamps, side="right") - 1
+    stamps, index = stamps.as_unit("ns"), index.as_unit("ns")  # one resolution: searchsorted casts otherwise
+    position = index.searchsorted(stamps, side="left")
+    position[position == len(index)] = -1
+    if len(index) >= 2:
+        position[stamps <= index[0] - (index[1] - index[0])] = -1
+    return position
 
 
 def trade_sides(trades: pd.DataFrame) -> np.ndarray:
@@ -173,7 +194,7 @@ def trade_sides(trades: pd.DataFrame) -> np.ndarray:
 
 
 def _sorted_trades(trades: pd.DataFrame, index: pd.DatetimeIndex) -> tuple[pd.DataFrame, np.ndarray]:
-    """Trades in time order (stable) with their bar positions, dropping trades before the first bar."""
+    """Trades in time order (stable) with their bar positions, dropping trades no bar holds (``assign_bars``)."""
     missing = {"timestamp", "price", "size"} - set(trades.columns)
     if missing:
         raise DataError("trades", f"trade stream lacks columns {sorted(missing)}")
@@ -211,10 +232,52 @@ def _bar_flow(ordered: pd.DataFrame, position: np.ndarray, index: pd.DatetimeInd
     return out
 
 
-def _bar_mean(position: np.ndarray, values: np.ndarray, count: np.ndarray) -> pd.Series:
-    """Mean of ``values`` per bar, carried forward over bars without a value (the quote still stands)."""
+def quote_bar_sums(position: np.ndarray, bid: np.ndarray, ask: np.ndarray, bid_size: np.ndarray,
+                   ask_size: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """``QUOTE_SUM_COLUMNS`` per bar from time-ordered quote snapshots and their bar positions (0..n-1).
+
+    OFI and the unchanged test compare each snapshot with the one before it (a bar's first snapshot with the
+    previous bar's last, which is earlier, so the sums stay causal); the stream's very first snapshot has no OFI (0).
+    """
+    e = np.nan_to_num(order_flow_imbalance(bid, ask, bid_size, ask_size), nan=0.0)
+    quotes = np.column_stack([bid, ask, bid_size, ask_size])
+    unchanged = (quotes[1:] == quotes[:-1]).all(axis=1).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return pd.Series(np.bincount(position, values, minlength=len(count)) / count).ffill()
+        spread = (ask - bid) / ((ask + bid) / 2.0)
+        imbalance = (bid_size - ask_size) / (bid_size + ask_size)
+    return {
+        "quote_updates": np.bincount(position, minlength=n).astype(float),
+        "quote_steps": np.bincount(position[1:], minlength=n).astype(float),
+        "quote_unchanged": np.bincount(position[1:], unchanged, minlength=n),
+        "quote_ofi": np.bincount(position, e, minlength=n),
+        "quote_depth": np.bincount(position, (bid_size + ask_size) / 2.0, minlength=n),
+        "quote_spread": np.bincount(position, spread, minlength=n),
+        "quote_depth_imbalance": np.bincount(position, imbalance, minlength=n),
+    }
+
+
+def quote_features_from_sums(sums: dict[str, np.ndarray] | pd.DataFrame, window: int) -> dict[str, np.ndarray]:
+    """The family's quote columns from per-bar ``QUOTE_SUM_COLUMNS`` (see ``quote_features``)."""
+    count = np.asarray(sums["quote_updates"], dtype=float)
+
+    def bar_mean(column: str) -> pd.Series:
+        """Mean over the bar's snapshots, carried over bars without one (the quote still stands)."""
+        return pd.Series(np.asarray(sums[column], dtype=float) / count).ffill()
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = bar_mean("quote_depth")
+        rel_spread = bar_mean("quote_spread")
+        depth_imbalance = bar_mean("quote_depth_imbalance")
+        ofi_sum = pd.Series(np.asarray(sums["quote_ofi"], dtype=float))
+        transitions = pd.Series(np.asarray(sums["quote_steps"], dtype=float))
+        kept = pd.Series(np.asarray(sums["quote_unchanged"], dtype=float))
+        ofi_window = (ofi_sum.rolling(window, min_periods=window).sum()
+                      / depth.rolling(window, min_periods=window).mean())
+        stability = (kept.rolling(window, min_periods=window).sum()
+                     / transitions.rolling(window, min_periods=window).sum())
+        ofi = ofi_sum / depth
+    return {"ofi": ofi.to_numpy(), "ofi_w": ofi_window.to_numpy(), "rel_spread": rel_spread.to_numpy(),
+            "depth_imbalance": depth_imbalance.to_numpy(), "quote_stability": stability.to_numpy()}
 
 
 def quote_features(position: np.ndarray, bid: np.ndarray, ask: np.ndarray, bid_size: np.ndarray,
@@ -226,24 +289,7 @@ def quote_features(position: np.ndarray, bid: np.ndarray, ask: np.ndarray, bid_s
     snapshots and carry the standing quote over empty bars; ``quote_stability`` is the share of consecutive
     snapshots in the window whose four quote fields did not change.
     """
-    e = np.nan_to_num(order_flow_imbalance(bid, ask, bid_size, ask_size), nan=0.0)
-    count = np.bincount(position, minlength=n).astype(float)
-    depth = _bar_mean(position, (bid_size + ask_size) / 2.0, count)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel_spread = _bar_mean(position, (ask - bid) / ((ask + bid) / 2.0), count)
-        depth_imbalance = _bar_mean(position, (bid_size - ask_size) / (bid_size + ask_size), count)
-        ofi_sum = pd.Series(np.bincount(position, e, minlength=n))
-        quotes = np.column_stack([bid, ask, bid_size, ask_size])
-        unchanged = (quotes[1:] == quotes[:-1]).all(axis=1).astype(float)
-        transitions = pd.Series(np.bincount(position[1:], minlength=n).astype(float))
-        kept = pd.Series(np.bincount(position[1:], unchanged, minlength=n))
-        ofi_window = (ofi_sum.rolling(window, min_periods=window).sum()
-                      / depth.rolling(window, min_periods=window).mean())
-        stability = (kept.rolling(window, min_periods=window).sum()
-                     / transitions.rolling(window, min_periods=window).sum())
-        ofi = ofi_sum / depth
-    return {"ofi": ofi.to_numpy(), "ofi_w": ofi_window.to_numpy(), "rel_spread": rel_spread.to_numpy(),
-            "depth_imbalance": depth_imbalance.to_numpy(), "quote_stability": stability.to_numpy()}
+    return quote_features_from_sums(quote_bar_sums(position, bid, ask, bid_size, ask_size, n), window)
 
 
 def trade_size_stats(position: np.ndarray, size: np.ndarray, n: int, window: int, large_mult: float
@@ -362,8 +408,8 @@ class MicrostructureFeatures(FeatureFamily):
         bucket = p.vpin_bucket_volume * stream.rolling(p.vpin_volume_window, min_periods=p.vpin_volume_window).mean()
         columns["vpin"] = vpin(stream.to_numpy(), fraction, bucket.to_numpy(), p.vpin_buckets)
 
-        quotes = self._quote_snapshots(bars, trades, position)
-        quote_cols = quote_features(*quotes, n, p.flow_window) if quotes is not None else {}
+        sums = self._quote_sums(bars, trades, position)
+        quote_cols = quote_features_from_sums(sums, p.flow_window) if sums is not None else {}
         columns["ofi"] = quote_cols.get("ofi", nan)
         columns["ofi_w"] = quote_cols.get("ofi_w", nan)
 
@@ -387,13 +433,17 @@ class MicrostructureFeatures(FeatureFamily):
         return pd.DataFrame(data, index=index)
 
     @staticmethod
-    def _quote_snapshots(bars: pd.DataFrame, trades: pd.DataFrame | None, position: np.ndarray | None
-                         ) -> tuple[np.ndarray, ...] | None:
-        """(bar position, bid, ask, bid_size, ask_size) at each trade if the stream has quotes, else per bar."""
-        if trades is not None and set(QUOTE_COLUMNS) <= set(trades.columns):
-            return (position, *(trades[c].to_numpy(dtype=float) for c in QUOTE_COLUMNS))
+    def _quote_sums(bars: pd.DataFrame, trades: pd.DataFrame | None, position: np.ndarray | None
+                    ) -> dict[str, np.ndarray] | pd.DataFrame | None:
+        """Per-bar quote sums: a quote stream's, aggregated onto the bars (``data.quotes``), else from the quotes at
+        each trade of the stream, else from one bar-end quote per bar; None without quotes."""
+        if set(QUOTE_SUM_COLUMNS) <= set(bars.columns):
+            return bars[list(QUOTE_SUM_COLUMNS)]
+        n = len(bars)
+        if trades is not None and position is not None and set(QUOTE_COLUMNS) <= set(trades.columns):
+            return quote_bar_sums(position, *(trades[c].to_numpy(dtype=float) for c in QUOTE_COLUMNS), n)
         if set(QUOTE_COLUMNS) <= set(bars.columns):
-            return (np.arange(len(bars)), *(bars[c].to_numpy(dtype=float) for c in QUOTE_COLUMNS))
+            return quote_bar_sums(np.arange(n), *(bars[c].to_numpy(dtype=float) for c in QUOTE_COLUMNS), n)
         return None
 
     def _pin(self, flow: pd.DataFrame | None, index: pd.DatetimeIndex) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from embedtune.metric_registry import LEADERBOARD_METRICS, metric_mode
+from embedtune.metric_registry import FACTOR_METRICS, LEADERBOARD_METRICS, metric_mode
 from embedtune.trial_state import TrialStatus
 
 if TYPE_CHECKING:
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: The table's metric columns, in order (the registry's leaderboard metrics).
 METRIC_COLUMNS: tuple[str, ...] = LEADERBOARD_METRICS
+#: Columns after them where a trial has them: the factor analysis of a universe experiment (IC, Rank IC, ...).
+FACTOR_COLUMNS: tuple[str, ...] = FACTOR_METRICS
 #: Per-trial results beside the search metrics: the lockbox evaluation and the spread over seed repeats.
 RESULT_PREFIXES = ("holdout_",)
 RESULT_SUFFIXES = ("_seed_std",)
@@ -25,12 +27,16 @@ BETA_CORRELATION = 0.9
 #: A direction head whose most frequent predicted class (argmax) covers more than this share of the out-of-sample bars
 #: is flagged ``collapsed``: it predicts one class, whatever its accuracy says.
 COLLAPSED_SHARE = 0.95
+#: A replay or backtest whose bars start at or before the end of its model's selection period on the same market
+#: (``realtime.in_sample``) carries this metric at 1.0, and its row this flag: its numbers are not out of sample.
+IN_SAMPLE_FLAG = "in_sample"
 
 
 #: What each flag means, said under every table that shows them (Markdown and HTML headers).
 FLAGS_LEGEND = (f"flags: `beta` = out-of-sample returns correlate above {BETA_CORRELATION} with buy-and-hold "
                 f"(`holdout_beta`: on the lockbox); `collapsed` = the direction head predicted one class on more than "
-                f"{COLLAPSED_SHARE:.0%} of the out-of-sample bars")
+                f"{COLLAPSED_SHARE:.0%} of the out-of-sample bars; `{IN_SAMPLE_FLAG}` = replayed bars the model was "
+                "trained or selected on")
 
 
 def trial_flags(metrics: dict[str, float]) -> str:
@@ -42,6 +48,8 @@ def trial_flags(metrics: dict[str, float]) -> str:
         flags.append("holdout_beta")
     if metrics.get("direction_majority_share", math.nan) > COLLAPSED_SHARE:
         flags.append("collapsed")
+    if metrics.get(IN_SAMPLE_FLAG) == 1.0:
+        flags.append(IN_SAMPLE_FLAG)
     return ",".join(flags)
 #: ``walk_forward.scheme: cpcv`` only: each metric's distribution over the backtest paths, and their number.
 PATH_SUFFIXES = ("_path_std", "_path_min", "_path_max")
@@ -93,6 +101,7 @@ def ranked_table(records: list[TrialRecord], targets: list[str], data_hash: str,
                                "baseline": r.baseline or "", "model": r.model, "flags": trial_flags(r.metrics)}
         row.update({_short(k): v for k, v in sorted(r.params.items()) if k != "model.type"})  # the "model" column
         row.update({m: r.metrics.get(m, math.nan) for m in METRIC_COLUMNS})
+        row.update({m: r.metrics[m] for m in FACTOR_COLUMNS if m in r.metrics})  # a universe's factor analysis
         row.update({k: v for k, v in sorted(r.metrics.items())
                     if k.startswith(RESULT_PREFIXES) or k.endswith(RESULT_SUFFIXES)})
         row.update({k: v for k, v in sorted(r.metrics.items()) if k.endswith(PATH_SUFFIXES) or k in PATH_COLUMNS})

@@ -16,7 +16,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQL
 from embedtune.errors import EmbedtuneError
 from embedtune.bundle.layout import LEADERBOARD_DB
 from embedtune.bundle.reader import STORED_METRICS, Bundle, BundleError, clean, read_bundle
-from embedtune.leaderboard.records import METRIC_COLUMNS, RESULT_PREFIXES, RESULT_SUFFIXES
+from embedtune.leaderboard.records import FACTOR_COLUMNS, METRIC_COLUMNS, RESULT_PREFIXES, RESULT_SUFFIXES
 from embedtune.leaderboard import schema
 from embedtune.leaderboard.schema import experiments, metadata, trials
 from embedtune.trial_state import TrialStatus
@@ -248,7 +248,8 @@ def _trials_select() -> Any:
 
 def _extra_metric(name: str) -> bool:
     """Per-trial numbers kept in the ``extra_metrics`` JSON (the rest of ``holdout_*``, ``*_seed_std``, ...)."""
-    return name.startswith(RESULT_PREFIXES) or name.endswith(RESULT_SUFFIXES) or name in METRIC_COLUMNS
+    return (name.startswith(RESULT_PREFIXES) or name.endswith(RESULT_SUFFIXES) or name in METRIC_COLUMNS
+            or name in FACTOR_COLUMNS)
 
 
 def _column(name: str) -> ColumnElement[Any]:

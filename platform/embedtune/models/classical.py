@@ -107,6 +107,8 @@ class ClassicalModel:
         x = _matrix(x, self.n_features)
         out = np.zeros((len(x), len(COLUMNS)))
         slots = {"direction": slice(0, 3), "volatility": 3, "volume": 4, "regime": slice(5, 10)}
+        for name in set(HEADS) - set(self.heads):  # a head that had no labels to fit
+            out[:, slots[name]] = np.nan
         for name, head in self.heads.items():
             values = head.raw(x, self.n_threads)
             if head.is_class_head:
@@ -176,7 +178,8 @@ def fit_classical(kind: str, x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.nda
 
     ``linear`` tunes nothing on validation, so it trains on the fit and validation rows together; ``lightgbm``
     trains on the fit rows and early-stops each head on the validation rows (when there are any), keeping its best
-    round. Rows whose label of a head is NaN are left out of that head only; validation rows of a class the training
+    round. Rows whose label of a head is NaN are left out of that head only (a head no row labels, such as a close-only
+    universe's volume, is not fitted and predicts NaN); validation rows of a class the training
     rows never show are left out of that class head's early stopping (a model without the class cannot score them).
     """
     if kind not in KINDS:
@@ -191,8 +194,8 @@ def fit_classical(kind: str, x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.nda
     heads = {}
     for column, name in enumerate(HEADS):
         keep = np.isfinite(y_fit[:, column])
-        if not keep.any():
-            raise ValueError(f"classical {kind}: no training row has a {name} label")
+        if not keep.any():  # a head without labels (a close-only universe's volume): not fitted, predicted NaN
+            continue
         x, y = x_fit[keep], y_fit[keep, column]
         held = np.isfinite(y_val[:, column])
         xv, yv = x_val[held], y_val[held, column]

@@ -16,20 +16,29 @@ from embedtune.models.fusion import build_fusion
 from embedtune.models.gnn import OptionGraphEncoder
 from embedtune.models.heads import MultiTaskHeads
 from embedtune.models.sources import ChainSource, GraphSource, GroupSource, Inputs, TemporalSource
+from embedtune.models.symbol_embedding import SymbolEmbedding
 from embedtune.models.temporal import TemporalTransformerEncoder
 from embedtune.models.uncertainty import UncertaintyWeighting
 
 
 class EmbeddingModel(nn.Module):
     def __init__(self, sources: nn.ModuleDict, fusion: nn.Module | None, heads: MultiTaskHeads,
-                 loss_weights: UncertaintyWeighting | None = None) -> None:
+                 loss_weights: UncertaintyWeighting | None = None,
+                 symbol_embedding: SymbolEmbedding | None = None) -> None:
         super().__init__()
         self.sources = sources
         self.fusion = fusion
         self.heads = heads
         self.loss_weights = loss_weights
+        #: A universe's learned per-symbol vector, appended to every step of ``inputs["window"]`` before the sources
+        #: read it (``model.symbol_embedding``; None: no attribute, so older state dicts load unchanged).
+        if symbol_embedding is not None:
+            self.symbol_embedding = symbol_embedding
 
     def encode(self, inputs: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        embed = getattr(self, "symbol_embedding", None)
+        if embed is not None:
+            inputs = {**inputs, "window": embed(inputs["window"], inputs["symbol"])}
         info: dict[str, torch.Tensor] = {}
         embeddings = {}
         for name, source in self.sources.items():
@@ -46,13 +55,19 @@ class EmbeddingModel(nn.Module):
         return {"embedding": embedding, **info, **self.heads(embedding)}
 
 
-def build_model(cfg: ModelConfig, n_features: int, feature_names: list[str] | None = None) -> EmbeddingModel:
+def build_model(cfg: ModelConfig, n_features: int, feature_names: list[str] | None = None,
+                n_symbols: int = 0) -> EmbeddingModel:
+    """The model of ``cfg`` over ``n_features`` inputs; ``n_symbols`` (a universe's symbols) with
+    ``cfg.symbol_embedding > 0`` adds a learned symbol vector of that width to every window step."""
     weights = UncertaintyWeighting() if cfg.loss_weighting == "uncertainty" else None
+    symbols = SymbolEmbedding(n_symbols, cfg.symbol_embedding) if cfg.symbol_embedding and n_symbols else None
+    width = symbols.out_features(n_features) if symbols is not None else n_features
     if cfg.type == "mlp":  # the features-only baseline: the latest bar's features through an MLP
-        latest = GroupSource(list(range(n_features)), cfg.embedding_dim, hidden=cfg.d_model)
-        return EmbeddingModel(nn.ModuleDict({"latest": latest}), None, MultiTaskHeads(cfg.embedding_dim), weights)
+        latest = GroupSource(list(range(width)), cfg.embedding_dim, hidden=cfg.d_model)
+        return EmbeddingModel(nn.ModuleDict({"latest": latest}), None, MultiTaskHeads(cfg.embedding_dim), weights,
+                              symbols)
     temporal = TemporalTransformerEncoder(
-        n_features=n_features, window=cfg.window, d_model=cfg.d_model, n_heads=cfg.n_heads,
+        n_features=width, window=cfg.window, d_model=cfg.d_model, n_heads=cfg.n_heads,
         n_layers=cfg.n_layers, dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout,
         embedding_dim=cfg.embedding_dim,
     )
@@ -81,4 +96,4 @@ def build_model(cfg: ModelConfig, n_features: int, feature_names: list[str] | No
             dims[group] = cfg.embedding_dim
         fusion = build_fusion(cfg.fusion.type, dims, cfg.fusion.out_dim, cfg.fusion.order or cfg.sources)
     head_dim = cfg.fusion.out_dim if fusion is not None else cfg.embedding_dim
-    return EmbeddingModel(sources, fusion, MultiTaskHeads(head_dim), weights)
+    return EmbeddingModel(sources, fusion, MultiTaskHeads(head_dim), weights, symbols)

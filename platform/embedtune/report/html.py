@@ -22,11 +22,13 @@ from embedtune.bundle.reader import Bundle, read_bundle
 from embedtune.leaderboard.ledger import holdout_lines, ledger_line
 from embedtune.leaderboard.records import FLAGS_LEGEND
 from embedtune.metric_registry import BY_NAME
-from embedtune.report import analysis, figures
+from embedtune.report import analysis, factor, figures
 
 CHART_IDS = ("chart-equity", "chart-underwater", "chart-pareto", "chart-importance", "chart-fold-sharpe",
              "chart-monthly", "chart-embedding")
 BANNER_ID = "synthetic-banner"
+#: The factor chart of a universe run (not in ``CHART_IDS``: a single-instrument report has none).
+FACTOR_CHART_ID = "chart-factor"
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1300px;color:#1d232a}
 h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:1px solid #dde2e7;padding-bottom:4px}
@@ -216,6 +218,23 @@ HOLDOUT_COLUMNS = ("trial", "baseline", "model", "flags", "sharpe", "holdout_sha
                    "holdout_max_drawdown", "holdout_total_return", "holdout_psr", "holdout_benchmark_correlation")
 
 
+def _section_factor(bundle: Bundle, charts: _Charts) -> Section | None:
+    """A universe run's factor analysis: the top trials' IC numbers, the best trial's IC series and cumulative
+    quantile returns (None for a single-instrument bundle, whose OOS frames carry no factor)."""
+    _, _, shown = _top_curves(bundle, len(bundle.table))
+    best = next((t for t in shown if factor.has_factor(bundle.oos(t))), None)
+    if best is None:
+        return None
+    horizon = int((bundle.config.get("labels") or {}).get("horizon", 1))
+    score = ((bundle.config.get("strategy") or {}).get("factor") or {}).get("score", "edge")
+    intro = _note(f"Score {score} ranked across the symbols at each timestamp against each symbol's forward return "
+                  f"over {horizon} bars (IC: Pearson, Rank IC: Spearman, per timestamp; ICIR: mean / std over "
+                  "timestamps). Search folds; holdout columns where the lockbox was evaluated.", "factor")
+    body = intro + html_table(factor.factor_table(bundle.table))
+    body += charts.div(factor.factor_figure(bundle.oos(best), horizon, best), FACTOR_CHART_ID)  # type: ignore[arg-type]
+    return Section("factor", "Factor analysis (IC, quantile returns)", body)
+
+
 def _section_holdout(bundle: Bundle) -> Section:
     """The trials evaluated once on the lockbox, search Sharpe beside holdout numbers: the drop is the selection
     bias the search figures carry."""
@@ -280,6 +299,8 @@ def render_report(bundle: Bundle, top: int = 5) -> str:
     sections = [Section("ranked", "Ranked trials", html_table(bundle.table) if len(bundle.table)
                         else _note("The run has no trials.", "ranked"))]
     sections += [_section_holdout(bundle)]
+    found = _section_factor(bundle, charts)
+    sections += [found] if found is not None else []
     sections += _section_equity(bundle, charts, top)
     sections += [_section_pareto(bundle, charts), _section_importance(bundle, charts),
                  _section_sharpe_distribution(bundle, charts), _section_monthly(bundle, charts),

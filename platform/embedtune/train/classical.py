@@ -42,8 +42,9 @@ def fit_classical_fold(cfg: ExperimentConfig, data: PreparedData, fold: Fold, se
     # Only LightGBM validates (early stopping); linear tunes nothing on a validation slice, so it keeps every
     # training sample, the purge gap such a slice would cost included.
     fraction = es.validation_fraction if es.enabled and kind == "lightgbm" else 0.0
-    split = split_validation(train, fraction, max(cfg.walk_forward.purge_bars, cfg.labels.horizon))
-    scaler = FoldScaler.fit(data.features, data.labels, train, cfg.model.window)
+    row_time = data.panel.row_time if data.panel is not None else None  # a universe: cut and purge by timestamp
+    split = split_validation(train, fraction, max(cfg.walk_forward.purge_bars, cfg.labels.horizon), row_time)
+    scaler = FoldScaler.fit(data.features, data.labels, train, cfg.model.window, data.window_index(cfg.model.window))
     x = scaler.features(data.features)  # row t: bar t's features only
     y = scaler.targets(data.labels)
     n_threads = max(1, int(cfg.resources.cpus_per_worker))
@@ -53,7 +54,7 @@ def fit_classical_fold(cfg: ExperimentConfig, data: PreparedData, fold: Fold, se
     train_loss = direction_log_loss(model, x[split.fit], data.labels[split.fit, label_column("direction")])
     timer.start("predict")
     predictions = classical_predictions(model, x, scaler, fold.test, data.index)
-    heads = {**head_metrics(predictions, data.labels[fold.test]), "epochs_run": 1.0}
+    heads = {**head_metrics(predictions, data.labels[fold.test], data.required_labels), "epochs_run": 1.0}
     heads.update({f"best_iteration_{k}": float(v) for k, v in model.best_iterations.items()})
     timer.stop()
     return FoldOutcome(fold=fold.index, predictions=predictions, train_loss=[train_loss], heads=heads,

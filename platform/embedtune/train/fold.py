@@ -149,23 +149,27 @@ def fit_fold(
     timer = PhaseTimer()
     timer.start("scaling")
     train = fold_train(data, fold)
+    row_time = data.panel.row_time if data.panel is not None else None
     split = split_validation(train, es.validation_fraction if es.enabled else 0.0,
-                             max(cfg.walk_forward.purge_bars, cfg.labels.horizon))
-    scaler = FoldScaler.fit(data.features, data.labels, train, window)
+                             max(cfg.walk_forward.purge_bars, cfg.labels.horizon), row_time)
+    windows = data.window_index(window)  # a universe's windows stay within a symbol; None: one instrument
+    scaler = FoldScaler.fit(data.features, data.labels, train, window, windows)
     features = torch.from_numpy(scaler.features(data.features))
     targets = torch.from_numpy(np.nan_to_num(scaler.targets(data.labels), nan=0.0))
 
     chains = scale_chains(data.chains, train)
     graphs = scale_graphs(data.graphs, chains)
+    symbols = sample_symbols(cfg, data)
 
     def dataset_for(positions: np.ndarray) -> WindowDataset:
-        return WindowDataset(features, targets, positions, window, chains, graphs)
+        return WindowDataset(features, targets, positions, window, chains, graphs, windows, symbols)
 
     dataset = dataset_for(split.fit)
     validate = dataset_for(split.validate) if len(split.validate) else None
     timer.stop()
     generator = seed_everything(seed)
-    model = build_model(cfg.model, n_features=features.shape[1], feature_names=data.feature_names).to(device)
+    model = build_model(cfg.model, n_features=features.shape[1], feature_names=data.feature_names,
+                        n_symbols=n_symbols(data)).to(device)
     pretrain_loss: list[float] = []
     if cfg.model.pretrain.enabled and resume is None:  # a resumed fold's weights already hold the pretraining
         with timer.phase("pretrain"):
@@ -256,8 +260,9 @@ def fit_fold(
     _, train_embeddings, _ = predict(model, dataset_for(train), scaler, data.index, device)
     heads = {
         **fusion,
-        **head_metrics(predictions, data.labels[fold.test]),
-        **embedding_quality(test_embeddings, fold.test, train_embeddings, train, data.labels, cfg.labels.horizon),
+        **head_metrics(predictions, data.labels[fold.test], data.required_labels),
+        **embedding_quality(test_embeddings, fold.test, train_embeddings, train, data.labels, cfg.labels.horizon,
+                            row_time, data.required_labels),
         "epochs_run": float(epochs_run),
         "best_epoch": float(best_epoch),
         "best_val_loss": float(stopping.best_loss) if stopping.best_state else float("nan"),
@@ -278,11 +283,25 @@ def restore_outcome(cfg: ExperimentConfig, data: PreparedData, fold: Fold, predi
                     heads: dict[str, float], train_loss: list[float], model_state: dict[str, Any]) -> FoldOutcome:
     """A finished repeat of a fold rebuilt from what an epoch checkpoint kept of it (``training.seeds > 1``, a stop
     mid-fold): its model is rebuilt and loaded, its scaler refit (it depends on the fold only, not on the seed)."""
-    model = build_model(cfg.model, n_features=data.features.shape[1], feature_names=data.feature_names)
+    model = build_model(cfg.model, n_features=data.features.shape[1], feature_names=data.feature_names,
+                        n_symbols=n_symbols(data))
     model.load_state_dict(model_state)
-    scaler = FoldScaler.fit(data.features, data.labels, fold_train(data, fold), cfg.model.window)
+    scaler = FoldScaler.fit(data.features, data.labels, fold_train(data, fold), cfg.model.window,
+                            data.window_index(cfg.model.window))
     return FoldOutcome(fold=fold.index, predictions=predictions, train_loss=[float(v) for v in train_loss],
                        heads={k: float(v) for k, v in heads.items()}, model=model, scaler=scaler)
+
+
+def n_symbols(data: PreparedData) -> int:
+    """The symbol vocabulary of ``model.symbol_embedding``: the universe's symbols (0 for one instrument)."""
+    return len(data.panel.symbols) if data.panel is not None else 0
+
+
+def sample_symbols(cfg: ExperimentConfig, data: PreparedData) -> np.ndarray | None:
+    """Each row's symbol code, given to the model only when it embeds symbols (``model.symbol_embedding``)."""
+    if data.panel is None or cfg.model.symbol_embedding == 0:
+        return None
+    return data.panel.symbol_code
 
 
 def loss_weight_shift(start: dict[str, float], end: dict[str, float]) -> float:
@@ -350,19 +369,23 @@ def predict(model: EmbeddingModel, dataset: WindowDataset, scaler: FoldScaler, i
 
 
 def embedding_quality(test_embeddings: np.ndarray, test: np.ndarray, bank_embeddings: np.ndarray,
-                      bank: np.ndarray, labels: np.ndarray, horizon: int) -> dict[str, float]:
+                      bank: np.ndarray, labels: np.ndarray, horizon: int, row_time: np.ndarray | None = None,
+                      required: list[int] | None = None) -> dict[str, float]:
     """Regime purity of the test embeddings; nearest-historical-neighbour retrieval of direction and regime.
 
     The bank is the training segment, each item dated when its label became known (t + horizon), so retrieval
-    only ever looks at history whose outcome was already public.
+    only ever looks at history whose outcome was already public. ``row_time`` (a universe): positions are rows, and
+    this is each row's calendar position, the time retrieval compares; ``required``: as ``head_metrics``'.
     """
-    known = ~np.isnan(labels[test]).any(axis=1)
+    checked = labels[test] if required is None else labels[test][:, required]
+    known = ~np.isnan(checked).any(axis=1)
     if known.sum() < 10:
         return {}
-    query, q_labels, q_times = test_embeddings[known], labels[test][known], test[known]
+    times = row_time if row_time is not None else np.arange(len(labels))
+    query, q_labels, q_times = test_embeddings[known], labels[test][known], times[test][known]
     out = {"regime_purity": cluster_purity(query, q_labels[:, label_column("regime")])}
     for name in ("direction", "regime"):
         column = label_column(name)
         out[f"retrieval_{name}"] = retrieval_accuracy(query, q_labels[:, column], bank_embeddings,
-                                                      labels[bank, column], bank + horizon, q_times)
+                                                      labels[bank, column], times[bank] + horizon, q_times)
     return out

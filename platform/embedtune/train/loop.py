@@ -54,6 +54,8 @@ def trial_seed(experiment_seed: int, fold: int, repeat: int = 0) -> int:
 #: Metrics whose spread over the repeats of ``training.seeds`` is reported as ``<metric>_seed_std`` (ddof 0, the spread
 #: of these repeats, not an estimate), besides every objective target.
 SEED_STATS = registered("sharpe", "information_ratio", "max_drawdown", "total_return", "annual_return")
+#: A fold's own numbers, reported as ``fold_<metric>`` (the factor ones exist on a universe only).
+FOLD_OWN_METRICS = registered("sharpe", "max_drawdown", "ic", "rank_ic", "icir", "quantile_spread")
 #: Column that tags each repeat's rows when the predictions of several repeats share one checkpoint frame.
 REPEAT_COLUMN = "repeat"
 
@@ -122,7 +124,7 @@ class _Scorer:
         if self.cpcv:
             return evaluate_cpcv_split(self.cfg, self.data, fold, predictions, self.strategy)
         metrics = evaluate_oos(self.cfg, self.data, predictions, self.strategy).metrics
-        return {k: v for k, v in metrics.items() if k in ("sharpe", "max_drawdown")}
+        return {k: v for k, v in metrics.items() if k in FOLD_OWN_METRICS}
 
 
 EpochCheckpoint = Callable[[int, int, int, dict[str, Any], list[FoldOutcome]], None]

@@ -29,5 +29,9 @@ class FoldOutcome:
 
 
 def fold_train(data: PreparedData, fold: Fold) -> np.ndarray:
-    """The fold's training samples whose labels are all known (the last ones before a purge may not be)."""
-    return fold.train[~np.isnan(data.labels[fold.train]).any(axis=1)]
+    """The fold's training samples whose labels are all known (the last ones before a purge may not be); on a
+    close-only universe, all but the volume label that no sample has (``PreparedData.required_labels``)."""
+    labels = data.labels[fold.train]
+    if data.required_labels is not None:
+        labels = labels[:, data.required_labels]
+    return fold.train[~np.isnan(labels).any(axis=1)]

@@ -5,6 +5,7 @@ from typing import Any
 
 import optuna
 
+from embedtune.config.feature_keys import feature_families, with_cross_section
 from embedtune.config.schema import ExperimentConfig, SearchParam
 
 
@@ -34,8 +35,10 @@ TRIAL_NUMBER_KEY = "trial_number"
 SELECTED_KEY = "selected"
 
 
-def ablation_variants(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """All families, each family alone, and each family left out (the last two only with 2+ families)."""
+def ablation_variants(features: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """All families, each family alone, and each family left out (the last two only with 2+ families). A universe's
+    ``features.cross_section`` is not a family: every variant keeps it."""
+    families = feature_families(features)
     candidates = {"all": dict(families)}
     if len(families) > 1:
         candidates.update({f"only:{name}": {name: params} for name, params in families.items()})
@@ -45,7 +48,7 @@ def ablation_variants(families: dict[str, dict[str, Any]]) -> dict[str, dict[str
     for label, spec in candidates.items():  # with two families, "drop:a" is "only:b": keep the first name
         if frozenset(spec) not in seen:
             seen.add(frozenset(spec))
-            variants[label] = spec
+            variants[label] = with_cross_section(spec, features)
     return variants
 
 
