@@ -1,8 +1,10 @@
 """Backtest a saved model on new bars, outside any search.
 
-Rebuilds the features of the new bars with the model's own config, scales them with the training scaler, predicts,
-and runs the config's strategy through the same vectorbt backtest as a trial; the result is a small bundle written
-under a hidden name and renamed when complete. Bars the model was trained or selected on are flagged as in sample.
+Rebuilds the features of the new bars with the model's own config, scales them with the training scaler (a chain or
+graph model also gets the option-chain tensors and graphs of the new chains, scaled by its saved chain scaling),
+predicts, and runs the config's strategy through the same vectorbt backtest as a trial; the result is a small bundle
+written under a hidden name and renamed when complete. Bars the model was trained or selected on are flagged as in
+sample (``saved_model.overlaps_model_period``, the rule replays use too).
 """
 from __future__ import annotations
 
@@ -25,29 +27,32 @@ if TYPE_CHECKING:
     from embedtune.config.schema import ExperimentConfig
     from embedtune.data.market import MarketData
     from embedtune.dataset import PreparedData
-    from embedtune.saved_model import SavedModel
 
 #: Where ``embedtune backtest`` puts its results, under the results root.
 BACKTESTS_DIR = "backtests"
 
 
 def backtest_saved_model(model_dir: str | Path, data: str, output_dir: str | Path, start: str | None = None,
-                         end: str | None = None, trial: str | None = None) -> Path:
+                         end: str | None = None, trial: str | None = None, chains: str | None = None) -> Path:
     """Backtest a saved model on the bars of ``data`` (a bar file or ``bundled:<name>``), from ``start`` to ``end``
-    (the bars before ``start`` still warm the features up); returns the result folder under ``output_dir``."""
+    (the bars before ``start`` still warm the features up); returns the result folder under ``output_dir``.
+
+    ``chains``: option chains for those bars (a chain file, or ``synthetic``: generated from them by the model's
+    ``data.chain_generator``), for a model that reads chains; by default a model trained on generated chains gets
+    them generated again, one trained on a chain file must be given its new chains."""
     import torch
 
     from embedtune.config.loading import attached_to
     from embedtune.data.sources import load_market
     from embedtune.evaluation import evaluate_oos, head_metrics
     from embedtune.labels import LABEL_COLUMNS, make_labels
-    from embedtune.saved_model import build_network, load_saved_model
+    from embedtune.saved_model import build_network, load_saved_model, overlaps_model_period
     from embedtune.strategy import load_strategy
     from embedtune.train.data import WindowDataset
     from embedtune.train.fold import predict
 
     model = load_saved_model(model_dir, trial)
-    cfg = new_data_config(model.config, data)
+    cfg = new_data_config(model.config, data, chains)
     with attached_to("--data"):
         market = load_market(cfg.data)
     features, warmup = model_features(market, cfg, model.feature_names)
@@ -58,9 +63,10 @@ def backtest_saved_model(model_dir: str | Path, data: str, output_dir: str | Pat
         raise UsageError("--data", f"{len(positions)} bar(s) to backtest in [{start or 'start'}, {end or 'end'}] "
                                    f"after a warm-up of {warmup + cfg.model.window - 1} bars")
     labels = make_labels(market.bars, cfg.labels)[list(LABEL_COLUMNS)].to_numpy(np.float32)
+    tensors, graphs = model.chains.batch(cfg, market, "--chains") if model.chains is not None else (None, None)
     dataset = WindowDataset(torch.from_numpy(model.scaler.features(features)),
                             torch.from_numpy(np.nan_to_num(model.scaler.targets(labels), nan=0.0)),
-                            positions, cfg.model.window)
+                            positions, cfg.model.window, tensors, graphs)
     net = build_network(cfg, model.weights, model.feature_names)
     predictions, _, _ = predict(net, dataset, model.scaler, index, torch.device("cpu"))
     strategy = load_strategy(cfg.strategy.name, cfg.strategy.params, Path(cfg.strategy.path))
@@ -76,8 +82,11 @@ def backtest_saved_model(model_dir: str | Path, data: str, output_dir: str | Pat
         "data": {"name": market.name, "source": market.source, "synthetic": market.synthetic,
                  "hash": market.data_hash, "notes": dict(market.notes)},
         "model": {"path": str(Path(model_dir).resolve()), **model.meta},
-        "overlaps_training": _overlaps_training(model, market, index[positions[0]]),
-        "in_sample": _overlaps_training(model, market, index[positions[0]], "selection_end"),
+        "chains": None if tensors is None else {
+            "source": cfg.data.option_chains, "snapshots": tensors.n_snapshots,
+            "first_snapshot": str(tensors.snapshot_times[0]), "scaled_by": "the model's training snapshots"},
+        "overlaps_training": overlaps_model_period(model.meta, market, index[positions[0]]),
+        "in_sample": overlaps_model_period(model.meta, market, index[positions[0]], "selection_end"),
         "strategy": {"name": cfg.strategy.name, "params": cfg.strategy.params, "fees": cfg.strategy.fees,
                      "slippage": cfg.strategy.slippage},
     }
@@ -91,22 +100,28 @@ def backtest_saved_model(model_dir: str | Path, data: str, output_dir: str | Pat
     return write_backtest(Path(output_dir), cfg, market, evaluation.frame, predictions, summary)
 
 
-def new_data_config(cfg: ExperimentConfig, data: str) -> ExperimentConfig:
-    """The model's config pointed at new bars: no slicing of the old data, option chains regenerated or dropped."""
-    from embedtune.saved_model import ModelError
+def new_data_config(cfg: ExperimentConfig, data: str, chains: str | None = None) -> ExperimentConfig:
+    """The model's config pointed at new bars: no slicing of the old data; option chains from ``chains`` (a file or
+    ``synthetic``), else regenerated from the new bars when the model's were generated, else dropped when the model
+    does not read them."""
+    from embedtune.realtime.chain_inputs import ChainSettings
 
-    model = cfg.model
-    if model.type == "ensemble" and (model.chain.enabled or model.graph.enabled):
-        raise ModelError("model", "models with option-chain encoders cannot be backtested on new data: their "
-                                  "per-fold chain standardization is not saved with the weights")
-    chains = cfg.data.option_chains
-    if chains not in ("none", "synthetic"):
-        if "options" in cfg.features:
-            raise UsageError("--data", f"the options features were computed from the chain file {chains!r}, "
-                                       "which belongs to the training data")
-        chains = "none"
     if not data or not (data.startswith("bundled:") or data == "synthetic" or Path(data).is_file()):
         raise UsageError("--data", f"{data!r} is neither a bar file nor bundled:<name>")
+    needs = ChainSettings.of(cfg) is not None or "options" in cfg.features
+    own = cfg.data.option_chains
+    if chains is not None:
+        if not needs:
+            raise UsageError("--chains", "the model reads no option chains (no chain or graph encoder, no options "
+                                         "features)")
+        if chains != "synthetic" and not Path(chains).is_file():
+            raise UsageError("--chains", f"{chains!r} is neither a chain file nor synthetic")
+    elif own == "synthetic" or not needs:
+        chains = own if own == "synthetic" else "none"
+    else:
+        raise UsageError("--chains", f"the model reads option chains, and its own came from {own!r}, which belongs "
+                                     "to the training data: pass --chains FILE with chains for these bars (or "
+                                     "--chains synthetic)")
     return cfg.with_overrides({"data.source": data, "data.start": None, "data.end": None,
                                "data.option_chains": chains})
 
@@ -161,19 +176,6 @@ def _as_prepared(market: MarketData, features: np.ndarray, names: list[str], lab
                         data_hash=market.data_hash, bars=market.bars, features=features, feature_names=names,
                         labels=labels, first_sample=warmup + cfg.model.window - 1, folds=[],
                         periods_per_year=periods_per_year(market.bars.index), notes=dict(market.notes))
-
-
-def _overlaps_training(model: SavedModel, market: MarketData, first: pd.Timestamp,
-                       until: str = "trained_through") -> bool | None:
-    """True when the backtest starts on bars the model learned from (same market, before its last used bar), or with
-    ``until="selection_end"`` on bars the search chose it on."""
-    through = model.meta.get(until)
-    trained_on = model.meta.get("data") or {}
-    if not through or not trained_on:
-        return None
-    if trained_on.get("name") != market.name and trained_on.get("hash") != market.data_hash:
-        return False
-    return bool(first <= _timestamp(through, until, market.bars.index))
 
 
 def write_backtest(output_dir: Path, cfg: ExperimentConfig, market: MarketData, frame: pd.DataFrame,

@@ -2,10 +2,12 @@
 was trained on. Backtests on new data read it back; nothing else about the run is needed.
 
 Three places hold a model: an exported ``model/`` folder (``model.json`` + ``config.yaml`` + ``model.pt`` +
-``scaler.npz``), a result bundle (its ``model/`` folder, or a trial's last Ray checkpoint), and a Ray Train
-checkpoint folder inside ``_ray/<run-id>/train_<trial>/``. For the last two the trial config and the regression-target
+``scaler.npz``, and for a chain or graph model ``chain_scaler.npz`` with the ``chains`` block of ``model.json``: the
+option-feature scaling and the settings its chain inputs were built with), a result bundle (its ``model/`` folder, or a
+trial's last Ray checkpoint), and a Ray Train checkpoint folder inside ``_ray/<run-id>/train_<trial>/``. For the last two the trial config and the regression-target
 statistics are rebuilt from the run's stored config and its training data; the rebuilt feature scaler must equal the
-saved one, so a model is never paired with data it was not trained on.
+saved one, so a model is never paired with data it was not trained on; the chain scaling is refit from the fold's
+training snapshots exactly as training fit it.
 """
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from embedtune.bundle.layout import (CONFIG_FILE, LEADERBOARD_CSV, MANIFEST_FILE, METRICS_FILE, MODEL_DIR, MODEL_FILE,
-                                     MODEL_META, RAY_DIR, RUN_CONFIG, SCALER_FILE, TUNE_PARAMS, TUNE_RESULT)
+from embedtune.bundle.layout import (CHAIN_SCALER_FILE, CONFIG_FILE, LEADERBOARD_CSV, MANIFEST_FILE, METRICS_FILE,
+                                     MODEL_DIR, MODEL_FILE, MODEL_META, RAY_DIR, RUN_CONFIG, SCALER_FILE, TUNE_PARAMS,
+                                     TUNE_RESULT)
 from embedtune.bundle.manifest import Manifest, read_manifest
 from embedtune.bundle.publish import publishing
 from embedtune.config.loading import attached_to, dump_config, parse_config
@@ -29,6 +32,12 @@ from embedtune.errors import FileError
 from embedtune.train.data import REGRESSION_COLUMNS, FoldScaler
 from embedtune.trial_state import TrialStatus
 from embedtune.tune.space import trial_config
+
+if TYPE_CHECKING:
+    from embedtune.data.market import MarketData
+    from embedtune.dataset import PreparedData
+    from embedtune.realtime.chain_inputs import ChainModelInputs
+
 
 class ModelError(FileError):
     """A folder that does not hold a usable saved model."""
@@ -45,6 +54,8 @@ class SavedModel:
     feature_names: list[str]
     #: trial, fold, config hash, training data (name, source, hash) and the last bar whose information was used.
     meta: dict[str, Any]
+    #: A chain or graph model's chain settings and training scaling (None: the model reads no option chains).
+    chains: ChainModelInputs | None = None
 
 
 def load_saved_model(path: str | Path, trial: str | None = None) -> SavedModel:
@@ -68,15 +79,23 @@ def load_saved_model(path: str | Path, trial: str | None = None) -> SavedModel:
 
 def export_model(bundle: Path, trial: str) -> Path:
     """Write ``<bundle>/model/`` for one trial (staged, then renamed into place), so the bundle carries its model."""
-    model = _from_checkpoint(bundle_checkpoint(bundle, trial), bundle)
-    final = bundle / MODEL_DIR
+    return write_model(_from_checkpoint(bundle_checkpoint(bundle, trial), bundle), bundle / MODEL_DIR)
+
+
+def write_model(model: SavedModel, final: Path) -> Path:
+    """``model`` as an exported folder at ``final`` (staged, then renamed into place): weights, scaler, config,
+    ``model.json`` and, for a chain or graph model, its chain scaling and settings."""
     with publishing(final) as staging:
         shutil.copy2(model.weights, staging / MODEL_FILE)
         s = model.scaler
         np.savez(staging / SCALER_FILE, mean=s.feature_mean, std=s.feature_std, target_mean=s.target_mean,
                  target_std=s.target_std)
         (staging / CONFIG_FILE).write_text(dump_config(model.config))
-        (staging / MODEL_META).write_text(json.dumps({**model.meta, "feature_names": model.feature_names}, indent=1))
+        meta = {**model.meta, "feature_names": model.feature_names}
+        if model.chains is not None:
+            meta["chains"] = model.chains.settings.to_json()
+            np.savez(staging / CHAIN_SCALER_FILE, **model.chains.scaling.arrays())
+        (staging / MODEL_META).write_text(json.dumps(meta, indent=1))
     return final
 
 
@@ -202,8 +221,63 @@ def _read_exported(folder: Path) -> SavedModel:
     names = list(meta.pop("feature_names", []))
     if len(names) != len(scaler.feature_mean):
         raise ModelError(str(folder), f"{len(names)} feature names for a scaler of {len(scaler.feature_mean)}")
-    return SavedModel(path=folder, config=_config(folder / CONFIG_FILE), weights=folder / MODEL_FILE,
-                      scaler=scaler, feature_names=names, meta=meta)
+    meta.pop("chains", None)
+    cfg = _config(folder / CONFIG_FILE)
+    return SavedModel(path=folder, config=cfg, weights=folder / MODEL_FILE, scaler=scaler, feature_names=names,
+                      meta=meta, chains=read_chain_inputs(folder, cfg))
+
+
+def read_chain_inputs(folder: Path, cfg: ExperimentConfig) -> ChainModelInputs | None:
+    """The chain settings (``model.json``) and scaling (``chain_scaler.npz``) of an exported chain or graph model,
+    checked against its config and this code; None for a model that reads no chains."""
+    from embedtune.realtime.chain_inputs import ChainInputError, ChainModelInputs, ChainScaling, ChainSettings
+
+    if ChainSettings.of(cfg) is None:
+        return None
+    meta_file, scaling_file = folder / MODEL_META, folder / CHAIN_SCALER_FILE
+    if not meta_file.is_file() or not scaling_file.is_file() or "chains" not in _json(meta_file):
+        raise ModelError(str(folder), f"a chain or graph model needs its chain scaling ({CHAIN_SCALER_FILE} and the "
+                                      f"'chains' block of {MODEL_META}); serve the exported model folder "
+                                      f"(<bundle>/{MODEL_DIR}), exported again if it predates them")
+    try:
+        settings = ChainSettings.from_json(_json(meta_file)["chains"])
+        settings.check(cfg)
+    except ChainInputError as err:
+        raise ModelError(str(meta_file), str(err)) from None
+    try:
+        scaling = ChainScaling.from_arrays(_scaler_arrays(scaling_file), settings.n_features)
+    except ChainInputError as err:
+        raise ModelError(str(scaling_file), str(err)) from None
+    return ChainModelInputs(settings, scaling)
+
+
+def model_meta(folder: Path) -> dict[str, Any] | None:
+    """An exported model folder's ``model.json`` (trial, training data, ``trained_through``, ``selection_end``);
+    None where the folder has none (a Ray checkpoint: ``load_saved_model`` rebuilds it from the run)."""
+    return _json(folder / MODEL_META) if (folder / MODEL_META).is_file() else None
+
+
+def overlaps_model_period(meta: dict[str, Any] | None, market: MarketData, first: pd.Timestamp,
+                          until: str = "trained_through") -> bool | None:
+    """True when bars from ``first`` on are bars the model learned from (same market: same name, data hash or bars
+    hash; ``first`` at or before its ``trained_through``), or with ``until="selection_end"`` bars the search chose it
+    on: in sample. None when the model's meta does not say."""
+    from embedtune.data.market import frame_hash
+
+    through = (meta or {}).get(until)
+    trained_on = (meta or {}).get("data") or {}
+    if not through or not trained_on:
+        return None
+    same = (trained_on.get("name") == market.name or trained_on.get("hash") == market.data_hash
+            or trained_on.get("bars_hash") == frame_hash(market.bars)[:16])
+    if not same:
+        return False
+    stamp = pd.Timestamp(through)
+    if first.tzinfo is not None and stamp.tzinfo is None:
+        stamp = stamp.tz_localize(first.tzinfo)
+    elif first.tzinfo is None and stamp.tzinfo is not None:
+        stamp = stamp.tz_convert(None)
+    return bool(first <= stamp)
 
 
 def _trial_of_checkpoint(checkpoint: Path) -> tuple[Path, str, dict[str, Any]]:
@@ -229,6 +303,9 @@ def _from_checkpoint(checkpoint: Path, bundle: Path | None) -> SavedModel:
             raise ModelError(str(checkpoint), f"missing {name}")
     storage, trial_id, params = _trial_of_checkpoint(checkpoint)
     base = _config(storage / RUN_CONFIG)
+    if base.data.universe is not None:  # its inputs are a panel of symbols: live serving reads one instrument
+        raise ModelError(str(checkpoint), "a model trained on a data.universe cannot be saved or served yet (live "
+                                          "inference and saved backtests read one instrument's bars)")
     cfg = trial_config(base, params)
     fold_index = int(_json(checkpoint / METRICS_FILE)["fold"])
     # As in the run: data prepared once from the base config, then the trial's own feature configuration.
@@ -243,16 +320,35 @@ def _from_checkpoint(checkpoint: Path, bundle: Path | None) -> SavedModel:
         raise ModelError(str(checkpoint), "its training data changed since it was trained (scaler mismatch)")
     if "target_mean" in saved:
         scaler = FoldScaler(saved["mean"], saved["std"], saved["target_mean"], saved["target_std"])
-    last_info = min(int(train[-1]) + cfg.labels.horizon, len(data.index) - 1)  # labels look h bars ahead
     trial = _leaderboard_id(bundle, trial_id) if bundle is not None else None
-    meta = {"trial": trial, "ray_trial_id": trial_id, "fold": fold_index, "config_hash": cfg.config_hash,
-            "data": {"name": data.market_name, "source": data.source, "hash": data.data_hash},
+    return trained_model(cfg, data, fold_index, checkpoint / MODEL_FILE, scaler, trial=trial, ray_trial_id=trial_id,
+                         path=checkpoint)
+
+
+def trained_model(cfg: ExperimentConfig, data: PreparedData, fold_index: int, weights: Path, scaler: FoldScaler, *,
+                  trial: str | None = None, ray_trial_id: str | None = None, path: Path | None = None) -> SavedModel:
+    """The model one fold trained (``weights``, ``scaler``) described as a saved model: what it was trained on, up
+    to when, and for a chain or graph model the chain scaling its fold's training snapshots gave (``fit_fold``'s)."""
+    from embedtune.data.market import frame_hash
+    from embedtune.realtime.chain_inputs import ChainModelInputs, ChainScaling, ChainSettings
+    from embedtune.train.outcome import fold_train
+
+    train = fold_train(data, data.fold(fold_index))
+    last_info = min(int(train[-1]) + cfg.labels.horizon, len(data.index) - 1)  # labels look h bars ahead
+    meta = {"trial": trial, "ray_trial_id": ray_trial_id, "fold": fold_index, "config_hash": cfg.config_hash,
+            "data": {"name": data.market_name, "source": data.source, "hash": data.data_hash,
+                     "bars_hash": frame_hash(data.bars)[:16]},  # the bars alone: a replay with other chains
             "train_start": str(data.index[int(train[0])]), "train_end": str(data.index[int(train[-1])]),
             "trained_through": str(data.index[last_info]),
             # The search chose this trial on bars up to here: a backtest that starts earlier is in sample.
             "selection_end": str(data.selection_end)}
-    return SavedModel(path=checkpoint, config=cfg, weights=checkpoint / MODEL_FILE, scaler=scaler,
-                      feature_names=list(data.feature_names), meta=meta)
+    settings, chains = ChainSettings.of(cfg), None
+    if settings is not None:
+        if data.chains is None:
+            raise ModelError(str(path or weights), "the model reads option chains but its data has none")
+        chains = ChainModelInputs(settings, ChainScaling.fit(data.chains, train))
+    return SavedModel(path=path or weights.parent, config=cfg, weights=weights, scaler=scaler,
+                      feature_names=list(data.feature_names), meta=meta, chains=chains)
 
 
 def _leaderboard_id(bundle: Path, ray_trial_id: str) -> str | None:

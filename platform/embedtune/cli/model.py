@@ -37,7 +37,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             print("embedtune: training did not finish a trial, nothing to backtest", file=sys.stderr)
             return 1
     out = backtest_saved_model(model_dir, args.data, Path(args.output or "results") / BACKTESTS_DIR,
-                               start=args.start, end=args.end, trial=args.trial)
+                               start=args.start, end=args.end, trial=args.trial, chains=args.chains)
     metrics = json.loads((out / METRICS_FILE).read_text())["metrics"]
     shown = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("sharpe", "total_return", "max_drawdown")
                       if isinstance(metrics.get(k), (int, float)))
@@ -58,6 +58,9 @@ def add_model_parsers(subparsers: Any) -> None:
                                                        "checkpoint folder")
     source.add_argument("--config", help="train this config first (as `embedtune train`), then backtest its model")
     p.add_argument("--data", required=True, metavar="SOURCE", help="bar file (CSV, CSV.gz, Parquet) or bundled:NAME")
+    p.add_argument("--chains", default=None, metavar="FILE|synthetic",
+                   help="option chains for these bars, for a model with chain or graph encoders (default: generated "
+                        "again from the new bars when the model's were generated)")
     p.add_argument("--start", default=None, help="first bar to trade (earlier bars only warm up the features)")
     p.add_argument("--end", default=None, help="last bar to trade")
     p.add_argument("--trial", default=None, help="with a result bundle: its trial id (default: the top finished)")

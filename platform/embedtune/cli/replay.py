@@ -19,7 +19,7 @@ def _cmd_compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from embedtune.realtime.compare import compare_adaptive_static
 
     bundle = compare_adaptive_static(args.model, args.data, args.out, config_path=args.config, overrides=overrides,
-                                     limit=args.limit, threshold=args.threshold,
+                                     limit=args.limit, chains=args.chains, threshold=args.threshold,
                                      allow_short=False if args.long_only else None, fees=args.fees,
                                      slippage=args.slippage, leaderboard_db=args.leaderboard_db,
                                      progress=not args.quiet)
@@ -27,6 +27,9 @@ def _cmd_compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
     found = read_bundle(bundle)
     table, manifest = found.table, found.manifest
+    if manifest["data"].get("in_sample"):
+        print(f"IN SAMPLE: the replayed bars start before the end of the model's selection period "
+              f"({manifest['in_sample']['selection_end']}); flagged in_sample in the bundle and the leaderboard")
     for row in table.itertuples(index=False):
         changes = manifest["trials"][row.trial]["profile_changes"]
         print(f"#{row.rank} {row.trial}: sharpe {row.sharpe:.3f}, total return {row.total_return:.2%}, "
@@ -51,9 +54,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from embedtune.realtime.replay import replay
 
     summary = replay(args.model, args.data, args.out, config_path=args.config, overrides=overrides,
-                     limit=args.limit, progress=not args.quiet)
+                     limit=args.limit, progress=not args.quiet, chains=args.chains)
     print(f"replayed {summary.ticks} ticks ({summary.accepted} accepted, {summary.embedded} embedded) in "
           f"{summary.seconds:.1f} s, {summary.ticks_per_second:,.0f} ticks/s -> {summary.out_dir}")
+    if summary.chains is not None:
+        print(f"  chains: {summary.chains}, {summary.snapshots_encoded} snapshots encoded")
+    if summary.in_sample:
+        print(f"  IN SAMPLE: served from {summary.model_periods['first_bar']}, before the end of the model's "
+              f"selection period ({summary.model_periods['selection_end']})")
     return 0
 
 
@@ -65,6 +73,9 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="bundled name (eurusd_hourly), 'synthetic' or a CSV/Parquet file")
     p.add_argument("--out", required=True, help="output folder for embeddings/signals parquet and alerts.jsonl")
     p.add_argument("--config", default=None, help="experiment config (features without a model, or the trial's)")
+    p.add_argument("--chains", default=None, metavar="FILE|synthetic",
+                   help="option-chain snapshots of the stream, for a model with chain or graph encoders: a chain file, "
+                        "or synthetic (generated from the bars by the model's data.chain_generator)")
     p.add_argument("--refresh-every", dest="refresh_every", type=int, default=None)
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--wavelet-stride", dest="wavelet_stride", type=int, default=None)

@@ -12,7 +12,10 @@ MACD, ...), so the regime table's family weights move it. Both targets are execu
 ``run_backtest`` over the same bars, from the first bar both variants have a signal.
 
 The result is one bundle in ``bundle.writer.write_bundle``'s layout (two trials, one pseudo-fold over the replayed
-period), written under a hidden ``.partial`` name, renamed when complete and ingested into the leaderboard store.
+period), written under a hidden ``.partial`` name, renamed when complete and ingested into the leaderboard store. When
+the backtested bars start at or before the end of the model's selection period on its own market
+(``realtime.in_sample``), the manifest says ``in_sample``, both rows carry the ``in_sample`` flag and the Markdown
+opens with a banner.
 """
 from __future__ import annotations
 
@@ -32,13 +35,14 @@ from embedtune.bundle.publish import publishing, staging_path
 from embedtune.config.schema import ObjectiveConfig, StrategyConfig
 from embedtune.data.market import MarketData
 from embedtune.errors import ConfigError
-from embedtune.leaderboard.records import TrialRecord
+from embedtune.leaderboard.records import IN_SAMPLE_FLAG, TrialRecord
 from embedtune.leaderboard.store import LeaderboardStore
 from embedtune.realtime.compare_bundle import OBJECTIVE, content_hash, write_comparison_bundle
 from embedtune.realtime.config import RealtimeConfig
 from embedtune.realtime.enhancer import RealTimeEnhancer
+from embedtune.realtime.in_sample import in_sample_label
 from embedtune.realtime.model import HEAD_COLUMNS
-from embedtune.realtime.serving import Progress, Serving, bar_ticks, load_serving, load_stream_market
+from embedtune.realtime.serving import Progress, Serving, bar_ticks, load_serving
 from embedtune.strategy import direction_signal
 from embedtune.tune.objectives import capacity, objective_values, risk_adjusted
 from embedtune.trial_state import TrialStatus
@@ -171,7 +175,7 @@ def evaluate_variant(bars: pd.DataFrame, edge: pd.Series, rule: TradingRule, obj
 
 def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData, out_root: str | Path, *,
                             config_path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                            limit: int | None = None, threshold: float | None = None,
+                            limit: int | None = None, chains: str | None = None, threshold: float | None = None,
                             allow_short: bool | None = None, fees: float | None = None,
                             slippage: float | None = None, leaderboard_db: str | None = None,
                             name: str = EXPERIMENT, progress: bool = True, stream: IO[str] | None = None) -> Path:
@@ -179,7 +183,8 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
     and ingest it into ``leaderboard_db`` (default ``sqlite:///<out_root>/leaderboard.db``); returns the bundle.
 
     ``model_dir``/``config_path``/``overrides`` choose what is served as in ``replay`` (without a model or config,
-    ``DEFAULT_FEATURES``); ``data`` is a name or file as in ``replay``, or a ``MarketData``. ``threshold``,
+    ``DEFAULT_FEATURES``); ``data`` is a name or file as in ``replay``, or a ``MarketData``; ``chains`` the stream's
+    snapshots for a chain or graph model, as in ``replay`` (a ``MarketData`` carries its own). ``threshold``,
     ``allow_short``, ``fees`` and ``slippage`` default to the experiment's ``direction_threshold`` settings.
     """
     started_at, started = datetime.now(timezone.utc), time.perf_counter()
@@ -188,7 +193,7 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
         overrides.setdefault("features", DEFAULT_FEATURES)
     serving = load_serving(model_dir, config_path, overrides)
     rule = TradingRule.resolve(serving, threshold, allow_short, fees, slippage)
-    market = data if isinstance(data, MarketData) else load_stream_market(data)
+    market = serving.stream_market(data, chains)
     if limit is not None:
         market = replace(market, bars=market.bars.iloc[:limit],
                          regimes=None if market.regimes is None else market.regimes.iloc[:limit])
@@ -203,9 +208,13 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
     bars = market.bars.iloc[ticks["row"].to_numpy()[first:]]
     annualization = periods_per_year(bars.index)
     objective = _objective(serving)
+    label = (in_sample_label(serving.meta, market, bars.index[0])
+             if serving.model is not None else None)
     records = []
     for variant, trace in traces.items():
         metrics, oos = evaluate_variant(bars, edges[variant].iloc[first:], rule, objective, annualization)
+        if label is not None and label.in_sample:
+            metrics[IN_SAMPLE_FLAG] = 1.0  # ``trial_flags`` puts it on the leaderboard row
         oos["signal"] = edges[variant].iloc[first:]
         oos["regime"] = ticks["regime"].iloc[first:]
         oos["profile"] = trace.profile[first:]
@@ -225,7 +234,7 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
         enhancer = traces["adaptive"].enhancer
         write_comparison_bundle(staging, run_id, config, market, bars, enhancer.columns,
                                 list(enhancer.engine.skipped), records, annualization, started_at,
-                                time.perf_counter() - started)
+                                time.perf_counter() - started, label)
     db = leaderboard_db or f"sqlite:///{Path(out_root).resolve() / LEADERBOARD_DB}"
     with LeaderboardStore(db) as store:  # one transaction: the run and both trials, or nothing
         store.ingest(final)
@@ -258,7 +267,8 @@ def _bundle_config(name: str, model_dir: str | Path | None, config_path: str | P
         "model": None if model_dir is None else str(model_dir),
         "config_file": None if config_path is None else str(config_path),
         "experiment_config_hash": None if serving.experiment is None else serving.experiment.config_hash,
-        "data": {"name": market.name, "source": market.source, "limit": limit},
+        "data": {"name": market.name, "source": market.source, "limit": limit,
+                 "option_chains": serving.chain_source or None},
         "signal": "p_up - p_down (the model's signal head)" if serving.model is not None
         else "tanh(mean of the directional columns of the served feature row)",
         "rule": asdict(rule),

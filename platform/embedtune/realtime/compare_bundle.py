@@ -3,7 +3,8 @@
 Same files and columns as an experiment's bundle (``config.yaml``, ``leaderboard.csv`` from ``ranked_table``,
 ``trials/<trial>_oos.parquet``, ``equity.png``, ``manifest.json``, ``leaderboard.md``, ``report.html``), so the
 leaderboard store, the HTML report and anyone comparing runs read it like any other run. The replayed period is
-one pseudo-fold (nothing is trained here); the manifest adds the per-regime breakdown of both variants.
+one pseudo-fold (nothing is trained here); the manifest adds the per-regime breakdown of both variants and whether
+the backtested bars are in sample for the served model (``data.in_sample``, details under ``in_sample``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import hashlib
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ from embedtune.leaderboard.records import TrialRecord, ranked_table, to_markdown
 from embedtune.realtime.config import REGIMES
 from embedtune.report.html import write_html_report
 from embedtune.runtime import git_commit
+
+if TYPE_CHECKING:
+    from embedtune.realtime.in_sample import InSample
 
 OBJECTIVE = "sharpe"
 
@@ -52,11 +56,11 @@ def regime_breakdown(oos: pd.DataFrame, annualization: float) -> dict[str, dict[
 def write_comparison_bundle(staging: Path, run_id: str, config: dict[str, Any], market: MarketData,
                             bars: pd.DataFrame, columns: list[str], skipped: list[str],
                             records: list[TrialRecord], annualization: float, started_at: datetime,
-                            seconds: float) -> None:
+                            seconds: float, in_sample: InSample | None = None) -> None:
     """Write every bundle file into the (empty, hidden) ``staging`` folder; the caller renames it into place.
 
     ``bars``: the backtested bars (every record's OOS index); ``columns``/``skipped``: the served feature columns
-    and those the real-time engine cannot compute.
+    and those the real-time engine cannot compute; ``in_sample``: the served model's label (None: no model).
     """
     from embedtune.leaderboard.ledger import ledger_checks, ledger_line
 
@@ -80,7 +84,8 @@ def write_comparison_bundle(staging: Path, run_id: str, config: dict[str, Any], 
         ended=(started_at + timedelta(seconds=seconds)).isoformat(),
         data={"name": market.name, "source": market.source, "synthetic": market.synthetic, "hash": data_hash,
               "bars": len(bars), "start": start, "end": end, "replayed_bars": len(market.bars),
-              "features": columns, "dropped_features": skipped, "notes": market.notes or {}},
+              "features": columns, "dropped_features": skipped, "notes": market.notes or {},
+              "in_sample": None if in_sample is None else in_sample.in_sample},
         folds=[{"fold": 0, "train": None, "test": [start, end]}],
         objective={"metric": OBJECTIVE, "mode": metric_mode(OBJECTIVE), "targets": [OBJECTIVE],
                    "constraints": {}},
@@ -89,11 +94,14 @@ def write_comparison_bundle(staging: Path, run_id: str, config: dict[str, Any], 
         extra={"regimes": {r.trial_id: regime_breakdown(r.oos, annualization)  # type: ignore[arg-type]
                            for r in records},
                "comparison": {"signal": config["signal"], "rule": config["rule"], "sharpe": sharpe,
-                              "sharpe_difference": _difference(sharpe)}},
+                              "sharpe_difference": _difference(sharpe)},
+               "in_sample": None if in_sample is None else in_sample.to_json()},
     )
     manifest = clean(typed.to_dict())  # strict JSON: NaN and numpy scalars out
     write_manifest(staging, Manifest.from_dict(manifest), allow_nan=False)
-    (staging / LEADERBOARD_MD).write_text(render_markdown(config, manifest, table, "- " + ledger_line(selection)))
+    banner = in_sample.banner() if in_sample is not None else ""
+    (staging / LEADERBOARD_MD).write_text(render_markdown(config, manifest, table, "- " + ledger_line(selection),
+                                                          banner))
     write_html_report(staging, staging / REPORT_FILE)
 
 
@@ -102,11 +110,13 @@ def _difference(sharpe: dict[str, float | None]) -> float | None:
     return a - s if a is not None and s is not None and np.isfinite(a) and np.isfinite(s) else None
 
 
-def render_markdown(config: dict[str, Any], manifest: dict[str, Any], table: pd.DataFrame, selection: str) -> str:
+def render_markdown(config: dict[str, Any], manifest: dict[str, Any], table: pd.DataFrame, selection: str,
+                    in_sample: str = "") -> str:
+    """The bundle's ``leaderboard.md``; ``in_sample``: a banner line (``InSample.banner``), empty when none."""
     d, trials, rule = manifest["data"], manifest["trials"], manifest["comparison"]["rule"]
     what = "; ".join(f"{k}: {v}" for k, v in d["notes"].items()) or "generated data"
     banner = (f"> **SYNTHETIC DATA**: these results use data that did not come from a market ({what}).\n\n"
-              if d["synthetic"] else "")
+              if d["synthetic"] else "") + (f"{in_sample}\n\n" if in_sample else "")
     rows = [{"trial": t, "regime": r, **v} for t, per in manifest["regimes"].items() for r, v in per.items()]
     difference = manifest["comparison"]["sharpe_difference"]
     lines = [

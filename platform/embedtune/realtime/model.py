@@ -6,7 +6,8 @@ Partial update (between refreshes): the temporal encoder's embedding is ``projec
 latest(newest row)``. The partial pass keeps the pooled term cached from the last full refresh and recomputes only
 the direct path from the newest row, plus every group source (small MLPs on the newest row) and the fusion. So it
 is the model applied to the current window with the cached attention (and cached wavelet rows) reused: one linear
-map and a few tiny MLPs instead of a transformer pass.
+map and a few tiny MLPs instead of a transformer pass. A chain or graph model's snapshot encoders do not read the
+window: ``realtime.chain_runner`` encodes each chain snapshot once, when it becomes visible, and both passes reuse it.
 
 Model folders are read through ``saved_model`` (``load_weights``: ``torch.load(weights_only=True)``, tensors only,
 never arbitrary pickles; ``read_scaler``: ``np.load`` with ``allow_pickle=False``), the manifest through
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,8 +32,11 @@ from embedtune.config.schema import ExperimentConfig
 from embedtune.labels import DIRECTION_CLASSES
 from embedtune.models.ensemble import EmbeddingModel
 from embedtune.models.sources import GroupSource, TemporalSource
-from embedtune.saved_model import ModelError, build_network, input_width, read_scaler
+from embedtune.saved_model import ModelError, build_network, input_width, model_meta, read_chain_inputs, read_scaler
 from embedtune.train.data import CLIP, FoldScaler
+
+if TYPE_CHECKING:
+    from embedtune.realtime.chain_inputs import ChainModelInputs
 #: Output names of ``Runner.heads``: direction probabilities, the standardized regression heads, the signal.
 HEAD_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in DIRECTION_CLASSES) + ("vol_pred", "volume_pred", "signal")
 
@@ -167,20 +172,25 @@ class DenseStack:
 
 
 class ModelRunner(Runner):
-    """Full and partial passes of an ``EmbeddingModel`` whose sources read the feature window only."""
+    """Full and partial passes of an ``EmbeddingModel`` whose sources read the feature window only (a chain or graph
+    model: ``realtime.chain_runner.ChainModelRunner``, which fills ``snapshot_embeddings``)."""
 
     has_heads = True
+    #: The source types this runner can feed.
+    served_sources: tuple[type, ...] = (TemporalSource, GroupSource)
 
     def __init__(self, model: EmbeddingModel) -> None:
-        unsupported = [n for n, s in model.sources.items() if not isinstance(s, (TemporalSource, GroupSource))]
+        unsupported = [n for n, s in model.sources.items() if not isinstance(s, self.served_sources)]
         if unsupported:
-            raise ModelBundleError("<model>", f"sources {unsupported} need option chains, which a tick stream does "
-                                              "not carry; serve a temporal_transformer, mlp or group-only ensemble")
+            raise ModelBundleError("<model>", f"sources {unsupported} read option chains: serve the model on a stream "
+                                              "that carries chain snapshots (embedtune replay --chains FILE|synthetic)")
         self.model = model.eval()
         self.key = state_key(model)
         temporal = [s.encoder for s in model.sources.values() if isinstance(s, TemporalSource)]
         self.window = int(temporal[0].position.shape[1]) if temporal else 1
         self._pooled: dict[str, torch.Tensor] = {}
+        #: Embeddings of the sources that read chain snapshots, by source name (empty for a window-only model).
+        self.snapshot_embeddings: dict[str, torch.Tensor] = {}
         heads = model.heads
         try:
             self._heads: tuple[DenseStack, ...] | None = tuple(
@@ -197,8 +207,10 @@ class ModelRunner(Runner):
                 embedding, _ = source.encoder(x)
                 self._pooled[name] = embedding - source.encoder.latest(x[:, -1])
                 embeddings[name] = embedding
-            else:
+            elif isinstance(source, GroupSource):
                 embeddings[name] = source({"window": x})[0]
+            else:
+                embeddings[name] = self.snapshot_embeddings[name]
         return self._fuse(embeddings)
 
     @torch.inference_mode()
@@ -210,8 +222,10 @@ class ModelRunner(Runner):
         for name, source in self.model.sources.items():
             if isinstance(source, TemporalSource):
                 embeddings[name] = self._pooled[name] + source.encoder.latest(x[:, -1])
-            else:
+            elif isinstance(source, GroupSource):
                 embeddings[name] = source({"window": x})[0]
+            else:
+                embeddings[name] = self.snapshot_embeddings[name]
         return self._fuse(embeddings)
 
     def state(self) -> object:
@@ -250,6 +264,10 @@ class ModelBundle:
     feature_names: list[str] | None
     scaler: FeatureScaler  # the training statistics: a model is never served without them
     directory: Path
+    #: A chain or graph model's chain settings and training scaling (None: the model reads no chains).
+    chains: ChainModelInputs | None = None
+    #: ``model.json`` of an exported model folder (training data and periods; None elsewhere).
+    meta: dict[str, Any] | None = None
 
 
 def _find(start: Path, name: str) -> Path | None:
@@ -267,7 +285,9 @@ def load_bundle(model_dir: str | Path, config_path: str | Path | None = None) ->
     """A trained model folder: ``model.pt`` (a state_dict) and the experiment's ``config.yaml``.
 
     ``config.yaml``, ``manifest.json`` (the trained feature columns) and ``scaler.npz`` (``mean``, ``std``) are
-    looked up in the folder and its ancestors, so a bundle folder and a Ray checkpoint under it both work.
+    looked up in the folder and its ancestors, so a bundle folder and a Ray checkpoint under it both work. An exported
+    model folder's ``model.json`` names the columns itself and, for a chain or graph model, holds the chain settings
+    that go with its ``chain_scaler.npz`` (both required for such a model).
     """
     directory = Path(model_dir)
     weights = directory / MODEL_FILE
@@ -277,8 +297,10 @@ def load_bundle(model_dir: str | Path, config_path: str | Path | None = None) ->
     if found is None:
         raise ModelBundleError(str(directory), f"no {CONFIG_FILE} in the folder or its parents; pass --config")
     cfg = load_config(found)
+    meta = model_meta(directory)
     manifest = _find(found.parent, MANIFEST_FILE) or _find(directory, MANIFEST_FILE)
-    names = read_manifest(manifest).features if manifest is not None else None
+    names = (list(meta["feature_names"]) if meta is not None and meta.get("feature_names")
+             else read_manifest(manifest).features if manifest is not None else None)
     model = build_network(cfg, weights, names, hint=f" of {found}; pass the trial's config with --config")
     n_features = input_width(model.state_dict())
     scaler_path = _find(directory, SCALER_FILE)
@@ -286,4 +308,5 @@ def load_bundle(model_dir: str | Path, config_path: str | Path | None = None) ->
         raise ModelBundleError(str(directory), f"no {SCALER_FILE} in the folder or its parents: the model's training "
                                                "statistics are needed to scale its inputs as training did")
     scaler = FeatureScaler(n_features, fixed=read_scaler(scaler_path))
-    return ModelBundle(config=cfg, model=model, feature_names=names, scaler=scaler, directory=directory)
+    return ModelBundle(config=cfg, model=model, feature_names=names, scaler=scaler, directory=directory,
+                       chains=read_chain_inputs(directory, cfg), meta=meta)
