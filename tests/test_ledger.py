@@ -112,3 +112,11 @@ def test_beta_flag_in_the_ranked_table() -> None:
                TrialRecord("t1", "done", {}, {"objective_sharpe": 0.5, "benchmark_correlation": 0.1}, 3, "b")]
     table = ranked_table(records, ["sharpe"], "d", "e")
     assert list(table["flags"]) == ["beta", ""]
+
+
+def test_a_pick_without_a_sharpe_is_said_undefined_not_a_crash() -> None:
+    """A selected trial that never traded has no Sharpe; read back from a strict-JSON manifest it is null."""
+    summary = {"n_trials": 2, "selected": "t0", "best_sharpe": None, "expected_max_sharpe": math.nan,
+               "deflated_sharpe": None, "deflated_sharpe_excess": 0.25}
+    line = ledger_line(summary)
+    assert "Sharpe undefined vs undefined" in line and "deflated Sharpe undefined" in line and "0.250" in line

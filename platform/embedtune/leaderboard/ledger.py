@@ -122,10 +122,17 @@ def ledger_line(summary: dict[str, Any]) -> str:
         pbo_text += f" ({unused} trial(s) not usable: stopped or failed before the last fold)"
     if "selected" not in summary:
         return f"overfitting checks ({counted}): no selected trial with returns; {pbo_text}"
+    number = lambda key: _number(summary.get(key))  # noqa: E731
     return (f"overfitting checks ({counted}): the pick {summary['selected']} has Sharpe "
-            f"{summary['best_sharpe']:.3f} vs {summary['expected_max_sharpe']:.3f} expected from the best of N null "
-            f"trials; deflated Sharpe {summary['deflated_sharpe']:.3f}, of its excess over buy-and-hold "
-            f"{summary['deflated_sharpe_excess']:.3f} (above 0.95: significant at 5%); {pbo_text}")
+            f"{number('best_sharpe')} vs {number('expected_max_sharpe')} expected from the best of N null "
+            f"trials; deflated Sharpe {number('deflated_sharpe')}, of its excess over buy-and-hold "
+            f"{number('deflated_sharpe_excess')} (above 0.95: significant at 5%); {pbo_text}")
+
+
+def _number(value: Any) -> str:
+    """Three decimals, or ``undefined`` where there is no number (a pick that never traded has no Sharpe; a manifest
+    read back from strict JSON holds it as null)."""
+    return f"{value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value) else "undefined"
 
 
 def _text(value: Any) -> str:
