@@ -394,3 +394,19 @@ def test_planted_order_flow_signal_is_found_only_with_order_flow(seed: int) -> N
           f"without accuracy {without_accuracy:.3f} Sharpe {without_sharpe:.2f}")
     assert with_accuracy > without_accuracy + 0.08 and with_accuracy > 0.6
     assert with_sharpe > without_sharpe + 1.0
+
+
+def test_a_model_trained_on_a_quote_stream_is_not_served_from_bar_end_quotes() -> None:
+    """Live ticks carry one quote per bar; a model whose quote columns aggregated a whole stream would be served
+    different numbers under the same names, so loading it for serving is a one-line model error naming them."""
+    from embedtune.realtime.serving import refuse_quote_stream_columns
+    from embedtune.saved_model import ModelError
+
+    cfg = load_config(Path(__file__).parent / "configs" / "orderflow_tiny.yaml")
+    names = ["base.ret_1", "microstructure.ofi_2", "microstructure.rel_spread", "microstructure.amihud_10"]
+    with pytest.raises(ModelError, match="microstructure.ofi_2, microstructure.rel_spread$|data.quotes") as err:
+        refuse_quote_stream_columns(cfg, names, "model/")
+    assert "amihud" not in str(err.value) and "base.ret_1" not in str(err.value)
+    refuse_quote_stream_columns(cfg, ["base.ret_1", "microstructure.amihud_10"], "model/")  # bar-only columns: fine
+    bars_only = cfg.with_overrides({"data.quotes": "none", "data.trades": "none"})
+    refuse_quote_stream_columns(bars_only, names, "model/")  # quotes on the bars themselves: what a tick carries

@@ -122,6 +122,27 @@ class Serving:
                                       "or --chains synthetic to generate them from the bars as its experiment did")
 
 
+#: Microstructure columns a tick's bar-end quote gives (``ofi``, ``ofi_<n>``, ...). Trained with a whole quote stream
+#: attached (``data.quotes``), the same names aggregate every quote of the bar, which a bar-end quote cannot reproduce.
+QUOTE_COLUMN_PREFIXES = tuple(f"microstructure.{p}" for p in ("ofi", "rel_spread", "depth_imbalance",
+                                                              "quote_stability"))
+
+
+def refuse_quote_stream_columns(experiment: Any, feature_names: list[str], model_dir: str | Path) -> None:
+    """A model trained on an attached quote stream reads quote columns the live path would compute differently
+    (from the bar-end quote only): serving it would be a silent train/serve skew, so it is a one-line model error."""
+    from embedtune.saved_model import ModelError
+
+    if getattr(experiment.data, "quotes", "none") == "none":
+        return
+    skewed = [n for n in feature_names if n.startswith(QUOTE_COLUMN_PREFIXES)]
+    if skewed:
+        raise ModelError(str(model_dir), f"trained with data.quotes={experiment.data.quotes!r}: its columns "
+                                         f"{', '.join(skewed)} aggregate every quote of a bar, and a tick stream "
+                                         "serves them from the bar-end quote only; retrain without data.quotes (or "
+                                         "without these columns) to serve it")
+
+
 def load_serving(model_dir: str | Path | None, config_path: str | Path | None = None,
                  overrides: dict[str, Any] | None = None) -> Serving:
     """The model bundle in ``model_dir`` (or none) and the real-time config: the experiment's features, labels and
@@ -138,6 +159,7 @@ def load_serving(model_dir: str | Path | None, config_path: str | Path | None = 
     try:
         if model_dir is not None:
             bundle = load_bundle(model_dir, config_path)
+            refuse_quote_stream_columns(bundle.config, bundle.feature_names, model_dir)
             return Serving(RealtimeConfig.from_experiment(bundle.config, **overrides), bundle.model,
                            bundle.feature_names, bundle.scaler, bundle.config, chain_inputs=bundle.chains,
                            meta=bundle.meta)
