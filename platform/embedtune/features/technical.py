@@ -186,6 +186,14 @@ def block_volume_share(volume: pd.Series, window: int, quantile: float) -> pd.Se
 PositiveWindow = Annotated[int, Field(ge=2)]
 
 
+def check_fast_below_slow(params: FamilyParams) -> None:
+    """MACD's and KAMA's fast span must be shorter than their slow one (the ``technical`` and ``technical_close``
+    families share these parameters)."""
+    for fast, slow in (("macd_fast", "macd_slow"), ("kama_fast", "kama_slow")):
+        if getattr(params, fast) >= getattr(params, slow):
+            raise ValueError(f"{fast} ({getattr(params, fast)}) must be below {slow} ({getattr(params, slow)})")
+
+
 class TechnicalParams(FamilyParams):
     rsi_periods: tuple[PositiveWindow, ...] = Field(default=(14, 30, 60), min_length=1)
     macd_fast: int = Field(default=12, ge=1)
@@ -229,10 +237,7 @@ class TechnicalParams(FamilyParams):
 
     @model_validator(mode="after")
     def _ordered(self) -> TechnicalParams:
-        if self.macd_fast >= self.macd_slow:
-            raise ValueError(f"macd_fast ({self.macd_fast}) must be below macd_slow ({self.macd_slow})")
-        if self.kama_fast >= self.kama_slow:
-            raise ValueError(f"kama_fast ({self.kama_fast}) must be below kama_slow ({self.kama_slow})")
+        check_fast_below_slow(self)
         return self
 
 

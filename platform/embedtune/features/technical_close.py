@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from embedtune.data.market import MarketData
 from embedtune.features.base import realized_vol, rsi
 from embedtune.features.family import FamilyParams, FeatureFamily, register
-from embedtune.features.technical import kama, macd
+from embedtune.features.technical import check_fast_below_slow, kama, macd
 
 Window = Annotated[int, Field(ge=2)]
 
@@ -47,10 +47,7 @@ class TechnicalCloseParams(FamilyParams):
 
     @model_validator(mode="after")
     def _ordered(self) -> "TechnicalCloseParams":
-        if self.macd_fast >= self.macd_slow:
-            raise ValueError(f"macd_fast ({self.macd_fast}) must be below macd_slow ({self.macd_slow})")
-        if self.kama_fast >= self.kama_slow:
-            raise ValueError(f"kama_fast ({self.kama_fast}) must be below kama_slow ({self.kama_slow})")
+        check_fast_below_slow(self)
         return self
 
 
