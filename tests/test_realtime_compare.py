@@ -1,5 +1,5 @@
-"""Adaptive against static enhancement: one bundle with two trials over the same bars, next-bar execution, profile
-switches only in the adaptive run, ingest into the leaderboard store, the HTML report, the CLI and failures."""
+"""Adaptive against static enhancement and the backtested path: one bundle with three trials over the same bars,
+next-bar execution, profile switches only in the adaptive run, ingest into the leaderboard store, the HTML report, the CLI and failures."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +23,7 @@ from embedtune.realtime.adaptive import RegimeDetector
 from embedtune.realtime.compare import EXPERIMENT, compare_adaptive_static, replay_variants
 from embedtune.realtime.config import AdaptiveConfig
 from embedtune.cli.replay import add_replay_parser
-from embedtune.realtime.serving import load_serving
+from embedtune.realtime.serving import bar_ticks, load_serving
 from embedtune.report.html import BANNER_ID, write_html_report
 
 #: A detector that settles within a few hundred hourly bars, so short streams switch regimes.
@@ -53,7 +53,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, synthetic_market: MarketData)
 
 
 def _oos(bundle: Path) -> dict[str, pd.DataFrame]:
-    return {t: pd.read_parquet(bundle / "trials" / f"{t}_oos.parquet") for t in ("adaptive", "static")}
+    return {t: pd.read_parquet(bundle / "trials" / f"{t}_oos.parquet") for t in ("adaptive", "static", "backtested")}
 
 
 def _manifest(bundle: Path) -> dict:
@@ -61,12 +61,14 @@ def _manifest(bundle: Path) -> dict:
 
 
 @pytest.mark.parametrize("name", ["synthetic", "eurusd"])
-def test_bundle_has_two_ranked_trials_with_the_standard_columns(runs: dict[str, Path], name: str) -> None:
+def test_bundle_has_three_ranked_trials_with_the_standard_columns(runs: dict[str, Path], name: str) -> None:
     bundle = runs[name]
+    markdown = (bundle / "leaderboard.md").read_text()
+    assert "Sharpe adaptive - static (regime profiles)" in markdown and "Sharpe static - backtested" in markdown
     assert {p.name for p in bundle.iterdir()} == BUNDLE_FILES
     assert bundle.parent.name == EXPERIMENT and not list(bundle.parent.glob(".*partial"))
     table = pd.read_csv(bundle / "leaderboard.csv")
-    assert sorted(table["trial"]) == ["adaptive", "static"] and list(table["rank"]) == [1, 2]
+    assert sorted(table["trial"]) == ["adaptive", "backtested", "static"] and list(table["rank"]) == [1, 2, 3]
     assert set(METRIC_COLUMNS) <= set(table.columns) and (table["status"] == "done").all()
     assert table["sharpe"].is_monotonic_decreasing and table["sharpe"].notna().all()
     manifest = _manifest(bundle)
@@ -136,6 +138,32 @@ def test_variants_agree_until_the_first_switch_and_regimes_are_the_detectors(syn
     assert traces["adaptive"].profile == labels and set(traces["static"].profile) == {"normal"}
 
 
+def test_the_backtested_variant_is_the_parity_path(synthetic_market: MarketData) -> None:
+    """``backtested`` is what a standalone ``parity: true`` enhancer serves (the walk-forward path), while the other
+    two keep the configured cadence, blending and gap policy; the bundle states both Sharpe differences."""
+    features = {"base": {}, "technical": {}}
+    serving = load_serving(None, None, {"features": features, "refresh_every": 5, "gap_policy": "reset"})
+    bars = synthetic_market.bars.iloc[:600]
+    traces, _ = replay_variants(serving, bars)
+    config = traces["backtested"].config
+    assert config.parity and config.refresh_every == 1 and not config.adaptive.enabled
+    assert config.gap_policy == "warn" and traces["static"].config.refresh_every == 5
+    parity = load_serving(None, None, {"features": features, "parity": True})
+    alone = parity.enhancer(parity.config)
+    readout = np.array([i for i, c in enumerate(alone.columns) if c in ("base.ret_1", "base.ret_5", "base.ret_20",
+                                                                        "base.rsi_14", "technical.rsi_14",
+                                                                        "technical.rsi_30", "technical.rsi_60",
+                                                                        "technical.macd_line", "technical.macd_hist",
+                                                                        "technical.kama_dist", "technical.vwap_dev",
+                                                                        "technical.cmf")])
+    expected = []
+    for tick in bar_ticks(bars):
+        result = alone.process_tick(tick)
+        if result.accepted:
+            expected.append(np.nan if result.embedding is None else float(np.tanh(np.mean(result.embedding[readout]))))
+    np.testing.assert_array_equal(np.array(traces["backtested"].edge), np.array(expected))
+
+
 @pytest.mark.parametrize("name", ["synthetic", "eurusd"])
 def test_per_regime_breakdown_in_the_manifest(runs: dict[str, Path], name: str) -> None:
     manifest = _manifest(runs[name])
@@ -162,7 +190,7 @@ def test_store_ingests_both_runs(runs: dict[str, Path]) -> None:
             assert (rows["experiment"] == EXPERIMENT).all() and (rows["strategy"] == "direction_threshold").all()
             assert [f["fold"] for f in rows["fold_metrics"].iloc[0]] == [0]
         runs_table = store.experiments()
-    assert set(runs_table["run_id"]) == {b.name for b in runs.values()} and (runs_table["n_trials"] == 2).all()
+    assert set(runs_table["run_id"]) == {b.name for b in runs.values()} and (runs_table["n_trials"] == 3).all()
 
 
 @pytest.mark.parametrize("name", ["synthetic", "eurusd"])
@@ -215,7 +243,7 @@ def test_cli_compare_static(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "threshold: 0.2" in config and "allow_short: false" in config
     assert (pd.read_parquet(bundle / "trials" / "adaptive_oos.parquet")["target"].dropna() >= 0).all()
     with LeaderboardStore(db) as store:
-        assert len(store.trials({"run_id": bundle.name})) == 2
+        assert len(store.trials({"run_id": bundle.name})) == 3
     plain = parser.parse_args(["replay", "--data", "eurusd_hourly", "--out", str(tmp_path / "p"), "--threshold",
                                "0.2"])
     with pytest.raises(ConfigError, match="--compare-static"):

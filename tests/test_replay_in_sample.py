@@ -124,7 +124,7 @@ def test_the_comparison_bundle_and_the_leaderboard_label_in_sample_replays(
         assert manifest["data"]["in_sample"] is flagged
         assert pd.Timestamp(manifest["in_sample"]["selection_end"]) == selection_end
         table = pd.read_csv(bundle / "leaderboard.csv", keep_default_na=False)
-        assert len(table) == 2 and all(("in_sample" in flags.split(",")) is flagged for flags in table["flags"])
+        assert len(table) == 3 and all(("in_sample" in flags.split(",")) is flagged for flags in table["flags"])
         assert ("**IN SAMPLE**" in (bundle / "leaderboard.md").read_text()) is flagged
     with LeaderboardStore(db) as store:
         rows = store.trials()

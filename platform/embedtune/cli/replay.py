@@ -41,7 +41,7 @@ def _cmd_compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
-    for key in ("refresh_every", "alpha", "wavelet_stride", "max_gap", "gap_policy"):
+    for key in ("parity", "refresh_every", "alpha", "wavelet_stride", "max_gap", "gap_policy"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.compare_static:
@@ -76,6 +76,9 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--chains", default=None, metavar="FILE|synthetic",
                    help="option-chain snapshots of the stream, for a model with chain or graph encoders: a chain file, "
                         "or synthetic (generated from the bars by the model's data.chain_generator)")
+    p.add_argument("--parity", action="store_true", default=None,
+                   help="serve the backtested path: a full refresh every tick (no EMA blending), no regime profiles, "
+                        "exact wavelets, no restart at gaps; served heads then equal the experiment's predictions")
     p.add_argument("--refresh-every", dest="refresh_every", type=int, default=None)
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--wavelet-stride", dest="wavelet_stride", type=int, default=None)
@@ -86,9 +89,9 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="replay only the first N bars")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--compare-static", dest="compare_static", action="store_true",
-                   help="replay twice, with the regime table (adaptive) and with the base profile (static), "
-                        "backtest both at the next bar's open and write one leaderboard bundle under --out "
-                        "(then ingested into --leaderboard-db)")
+                   help="replay three times, with the regime table (adaptive), with the base profile (static) and "
+                        "on the backtested path (--parity), backtest each at the next bar's open and write one "
+                        "leaderboard bundle under --out (then ingested into --leaderboard-db)")
     p.add_argument("--threshold", type=float, default=None,
                    help="--compare-static: edge beyond which to trade (default: the experiment's, else 0.1)")
     p.add_argument("--long-only", dest="long_only", action="store_true",

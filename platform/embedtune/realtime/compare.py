@@ -1,15 +1,18 @@
 """Adaptive against static enhancement, backtested on the same bars and ranked in the leaderboard.
 
-One stream is replayed through two enhancers tick by tick: ``adaptive`` (the regime detector on, its profile from
-the config's regime table) and ``static`` (detection off: the base ``normal`` profile throughout). Everything else
-(model, scaler, features, refresh cadence, gap policy) is shared, so the regime table is the only difference.
+One stream is replayed through three enhancers tick by tick: ``adaptive`` (the regime detector on, its profile from
+the config's regime table), ``static`` (detection off: the base ``normal`` profile throughout; everything else, the
+refresh cadence, EMA blending and gap policy included, shared with ``adaptive``, so the regime table is the only
+difference) and ``backtested`` (``parity: true``: the path the walk-forward backtest evaluated, so ``static`` against
+it is what EMA blending and gap resets do). Profiles and blending are thus judged by the same backtest before they
+are switched on for a model.
 
-Each tick's signal becomes a target by one rule for both, ``direction_threshold``'s: long when the edge exceeds
+Each tick's signal becomes a target by one rule for all, ``direction_threshold``'s: long when the edge exceeds
 ``threshold``, short (flat if long-only) below ``-threshold``, else flat; no signal yet (warm-up, after a gap reset)
 holds. With a model the edge is its ``signal`` head (p_up - p_down); without one it is a trend-following readout of
 the standardized feature row the enhancer serves, ``tanh`` of the mean of its directional columns (returns, RSI,
 MACD, ...), so the regime table's family weights move it. Both targets are executed at the next bar's open by
-``run_backtest`` over the same bars, from the first bar both variants have a signal.
+``run_backtest`` over the same bars, from the first bar every variant has a signal.
 
 The result is one bundle in ``bundle.writer.write_bundle``'s layout (two trials, one pseudo-fold over the replayed
 period), written under a hidden ``.partial`` name, renamed when complete and ingested into the leaderboard store. When
@@ -38,7 +41,7 @@ from embedtune.errors import ConfigError
 from embedtune.leaderboard.records import IN_SAMPLE_FLAG, TrialRecord
 from embedtune.leaderboard.store import LeaderboardStore
 from embedtune.realtime.compare_bundle import OBJECTIVE, content_hash, write_comparison_bundle
-from embedtune.realtime.config import RealtimeConfig
+from embedtune.realtime.config import PARITY, RealtimeConfig
 from embedtune.realtime.enhancer import RealTimeEnhancer
 from embedtune.realtime.in_sample import in_sample_label
 from embedtune.realtime.model import HEAD_COLUMNS
@@ -48,7 +51,10 @@ from embedtune.tune.objectives import capacity, objective_values, risk_adjusted
 from embedtune.trial_state import TrialStatus
 
 EXPERIMENT = "realtime-adaptive-vs-static"
-VARIANTS: tuple[str, ...] = ("adaptive", "static")
+#: ``backtested`` is the walk-forward backtest's path (``parity: true``: a full refresh every tick, so no EMA blending,
+#: no profiles, no window restart at gaps); ``static`` against it is what EMA blending and gap resets do, ``adaptive``
+#: against ``static`` what the regime profiles do.
+VARIANTS: tuple[str, ...] = ("adaptive", "static", "backtested")
 #: ``direction_threshold``'s default edge threshold.
 DEFAULT_THRESHOLD = 0.1
 #: Families served without a model or config: technical columns give the regime table's weights something to move.
@@ -104,11 +110,16 @@ class VariantTrace:
 
 
 def variant_configs(cfg: RealtimeConfig) -> dict[str, RealtimeConfig]:
-    """The two configs: ``cfg`` with regime detection on (adaptive) and off (static), nothing else changed."""
-    raw = cfg.model_dump()
-    return {name: RealtimeConfig.model_validate({**raw, "adaptive": {**raw["adaptive"],
-                                                                     "enabled": name == "adaptive"}})
-            for name in VARIANTS}
+    """The configs: ``cfg`` with regime detection on (adaptive) and off (static), nothing else changed, and the
+    backtested path (``parity: true``: ``cfg`` with the parity settings in place of its own)."""
+    raw = {**cfg.model_dump(), "parity": False}
+    configs = {name: RealtimeConfig.model_validate({**raw, "adaptive": {**raw["adaptive"],
+                                                                        "enabled": name == "adaptive"}})
+               for name in VARIANTS if name != "backtested"}
+    parity = {k: v for k, v in raw.items() if k not in PARITY}
+    configs["backtested"] = RealtimeConfig.model_validate({**parity, "parity": True,
+                                                            "adaptive": {**raw["adaptive"], "enabled": False}})
+    return configs
 
 
 def readout_index(columns: list[str]) -> np.ndarray:
@@ -122,8 +133,8 @@ def readout_index(columns: list[str]) -> np.ndarray:
 
 def replay_variants(serving: Serving, bars: pd.DataFrame, progress: bool = False,
                     stream: IO[str] | None = None) -> tuple[dict[str, VariantTrace], pd.DataFrame]:
-    """Feed every bar to both enhancers; returns the traces and, per accepted bar (``bars`` rows, so duplicated
-    or rejected bars drop out), the regime the adaptive run detected at its close."""
+    """Feed every bar to every variant's enhancer; returns the traces and, per accepted bar (``bars`` rows, so
+    duplicated or rejected bars drop out), the regime the adaptive run detected at its close."""
     traces = {name: VariantTrace(name, cfg, serving.enhancer(cfg)) for name, cfg in
               variant_configs(serving.config).items()}
     readout = None if serving.model is not None else readout_index(traces["adaptive"].enhancer.columns)
@@ -132,7 +143,7 @@ def replay_variants(serving: Serving, bars: pd.DataFrame, progress: bool = False
     bar = Progress(len(bars), stream, label="compare") if progress else None
     for i, tick in enumerate(bar_ticks(bars)):
         results = {name: trace.enhancer.process_tick(tick) for name, trace in traces.items()}
-        if results["adaptive"].accepted:  # both validate the same ticks with the same rules
+        if results["adaptive"].accepted:  # all validate the same ticks with the same rules
             positions.append(i)
             regimes.append(str(results["adaptive"].regime))
             for name, trace in traces.items():
@@ -203,7 +214,7 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
     both = edges.notna().all(axis=1).to_numpy()
     if both.sum() < 2:
         raise ConfigError("limit", f"{len(market.bars)} bars give {int(both.sum())} bar(s) with a signal "
-                                   "from both variants; a backtest needs at least 2: replay more bars", path=_WHERE)
+                                   "from every variant; a backtest needs at least 2: replay more bars", path=_WHERE)
     first = int(both.argmax())
     bars = market.bars.iloc[ticks["row"].to_numpy()[first:]]
     annualization = periods_per_year(bars.index)
@@ -219,7 +230,7 @@ def compare_adaptive_static(model_dir: str | Path | None, data: str | MarketData
         oos["regime"] = ticks["regime"].iloc[first:]
         oos["profile"] = trace.profile[first:]
         records.append(TrialRecord(
-            trial_id=variant, status=TrialStatus.DONE, params={"adaptive": variant == "adaptive"}, metrics=metrics,
+            trial_id=variant, status=TrialStatus.DONE, params={"adaptive": variant == "adaptive", "parity": variant == "backtested"}, metrics=metrics,
             folds_done=1, config_hash=content_hash(trace.config.model_dump(mode="json")), oos=oos,
             extra={"profile_changes": trace.profile_changes(),
                    "regime_changes": trace.enhancer.event_counts.get("regime_change", 0),
@@ -263,7 +274,9 @@ def _bundle_config(name: str, model_dir: str | Path | None, config_path: str | P
     return {
         "name": name,
         "description": "Real-time enhancement with the regime table (adaptive) against the base profile (static) "
-                       "on the same replayed stream, traded by the same rule at the next bar's open.",
+                       "and against the walk-forward backtest's path (backtested: a full refresh every tick, no EMA "
+                       "blending, no profiles, no restart at gaps) on the same replayed stream, traded by the same "
+                       "rule at the next bar's open.",
         "model": None if model_dir is None else str(model_dir),
         "config_file": None if config_path is None else str(config_path),
         "experiment_config_hash": None if serving.experiment is None else serving.experiment.config_hash,

@@ -94,7 +94,8 @@ def write_comparison_bundle(staging: Path, run_id: str, config: dict[str, Any], 
         extra={"regimes": {r.trial_id: regime_breakdown(r.oos, annualization)  # type: ignore[arg-type]
                            for r in records},
                "comparison": {"signal": config["signal"], "rule": config["rule"], "sharpe": sharpe,
-                              "sharpe_difference": _difference(sharpe)},
+                              "sharpe_difference": _difference(sharpe),
+                              "sharpe_difference_blending": _difference(sharpe, "static", "backtested")},
                "in_sample": None if in_sample is None else in_sample.to_json()},
     )
     manifest = clean(typed.to_dict())  # strict JSON: NaN and numpy scalars out
@@ -105,9 +106,15 @@ def write_comparison_bundle(staging: Path, run_id: str, config: dict[str, Any], 
     write_html_report(staging, staging / REPORT_FILE)
 
 
-def _difference(sharpe: dict[str, float | None]) -> float | None:
-    a, s = sharpe.get("adaptive"), sharpe.get("static")
+def _difference(sharpe: dict[str, float | None], first: str = "adaptive", second: str = "static") -> float | None:
+    """Sharpe of ``first`` minus ``second`` (adaptive - static: the profiles; static - backtested: EMA blending and
+    gap resets against the walk-forward path); None where either is undefined."""
+    a, s = sharpe.get(first), sharpe.get(second)
     return a - s if a is not None and s is not None and np.isfinite(a) and np.isfinite(s) else None
+
+
+def _text(difference: float | None) -> str:
+    return "undefined" if difference is None else f"{difference:.4g}"
 
 
 def render_markdown(config: dict[str, Any], manifest: dict[str, Any], table: pd.DataFrame, selection: str,
@@ -128,7 +135,9 @@ def render_markdown(config: dict[str, Any], manifest: dict[str, Any], table: pd.
         f"{rule['slippage']}, executed at the next bar's open",
         "- profile changes: " + ", ".join(f"{t} {v['profile_changes']} ({v['regime_changes']} regime switches)"
                                           for t, v in trials.items()),
-        "- Sharpe adaptive - static: " + ("undefined" if difference is None else f"{difference:.4g}"),
+        "- Sharpe adaptive - static (regime profiles): " + _text(difference),
+        "- Sharpe static - backtested (EMA blending and gap resets against the walk-forward path, `parity: true`): "
+        + _text(manifest["comparison"].get("sharpe_difference_blending")),
         f"- config hash `{manifest['config_hash']}`, git `{manifest['git_commit']}`, {manifest['seconds']} s",
         selection, "", f"![equity]({EQUITY_PNG})", "", to_markdown(table), "",
         "## Per detected regime", "", to_markdown(pd.DataFrame(rows)) if rows else "No backtested bars.", "",

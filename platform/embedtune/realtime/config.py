@@ -115,7 +115,20 @@ class ABConfig(Strict):
     ramp_ticks: int = Field(default=0, ge=0)
 
 
+#: What ``parity: true`` fixes: the settings under which the served path is the walk-forward backtest's.
+PARITY: dict[str, Any] = {"refresh_every": 1, "wavelet_stride": 1, "gap_policy": "warn"}
+
+
 class RealtimeConfig(Strict):
+    """The real-time section. ``parity: true`` is the backtested path, the one switch for serving exactly what the
+    walk-forward backtest evaluated: a full refresh on every tick (``refresh_every: 1``, so no EMA blending), regime
+    profiles off (``adaptive.enabled: false``), exact wavelet statistics (``wavelet_stride: 1``) and no window
+    restart at a gap (``gap_policy: warn``; the batch features run straight through gaps). Any of those set otherwise
+    next to it is an error. Served head outputs then equal the backtest's predictions (tests/test_realtime_parity.py).
+    """
+
+    #: Serve the backtested path (see the class docstring).
+    parity: bool = False
     features: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"base": {}})
     #: Feature rows the model sees (the trained ``model.window``).
     window: int = Field(default=32, ge=1)
@@ -132,6 +145,23 @@ class RealtimeConfig(Strict):
     adaptive: AdaptiveConfig = AdaptiveConfig()
     monitor: MonitorConfig = MonitorConfig()
     ab: ABConfig = ABConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parity(cls, data: Any) -> Any:
+        """``parity: true`` sets ``PARITY`` and turns regime profiles off; a conflicting explicit value is an error."""
+        if not isinstance(data, dict) or not data.get("parity"):
+            return data
+        for key, value in PARITY.items():
+            if key in data and data[key] != value:
+                raise ValueError(f"parity: {key} must be {value!r} (the backtested path), got {data[key]!r}")
+        adaptive = data.get("adaptive")
+        enabled = adaptive.enabled if isinstance(adaptive, AdaptiveConfig) else \
+            isinstance(adaptive, dict) and bool(adaptive.get("enabled"))
+        if enabled:
+            raise ValueError("parity: adaptive.enabled must be false: regime profiles change the model's inputs, "
+                             "which no walk-forward backtest evaluated")
+        return {**data, **PARITY}
 
     @field_validator("features")
     @classmethod

@@ -13,7 +13,13 @@ buffer of the last ``window`` model rows, and each model arm updates its embeddi
 Bad ticks are rejected before anything changes and kept in ``quarantine``; a gap longer than the feature windows
 restarts every window (``gap_policy="reset"``) or is only reported (``"warn"``). Regime detection (optional) picks
 the profile that shapes the model input; the monitor raises drift and accuracy alerts, and an alert named in
-``monitor.fallback_on`` rolls the primary model back to the previous one.
+``monitor.fallback_on`` rolls the primary model back to the previous one. ``parity: true`` (``RealtimeConfig``) serves
+the path the walk-forward backtest evaluated: a full refresh every tick, no profiles, no restart at a gap.
+
+Latency (``benchmarks/realtime.py``): a model with a single temporal or MLP source runs as ``NumpyModelRunner``, its
+full pass, partial update and heads in NumPy (torch's per-operator dispatch costs more than the arithmetic of one
+window; anything else runs in torch's ``ModelRunner``); with training statistics the row is scaled in place, straight
+into the ring. The values are the model's and the training scaler's.
 """
 from __future__ import annotations
 
@@ -31,9 +37,11 @@ from embedtune.realtime.config import RealtimeConfig
 from embedtune.realtime.engine import FeatureEngine
 from embedtune.realtime.events import Event
 from embedtune.realtime.model import FeatureScaler, IdentityRunner, ModelRunner, Runner
+from embedtune.realtime.numpy_runner import NumpyModelRunner
 from embedtune.realtime.monitor import ABRouter, DirectionScorer, EmbeddingMonitor, FallbackGuard, \
     permutation_importance
 from embedtune.realtime.ticks import Quarantine, Tick, TickValidator
+from embedtune.train.data import CLIP
 
 
 @dataclass(slots=True)
@@ -67,9 +75,12 @@ class _Arm:
 
 
 def _as_runner(model: EmbeddingModel | Runner | None) -> Runner:
+    """A runner for ``model``: a given ``Runner`` as it is; a model in NumPy when it has a NumPy form, else torch."""
     if model is None:
         return IdentityRunner()
-    return model if isinstance(model, Runner) else ModelRunner(model)
+    if isinstance(model, Runner):
+        return model
+    return NumpyModelRunner.of(model) or ModelRunner(model)
 
 
 class RealTimeEnhancer:
@@ -86,6 +97,11 @@ class RealTimeEnhancer:
         self.validator = TickValidator(self.engine.longest_window, self.cfg.max_gap_delta)
         self.quarantine = Quarantine(self.cfg.quarantine_size)
         self.scaler = scaler or FeatureScaler(n)
+        # Training statistics are applied in place (``_scale_fixed``), with ``FoldScaler.features``' arithmetic.
+        fixed = self.scaler.fixed if type(self.scaler) is FeatureScaler and self.scaler.frozen else None
+        self._fixed = (fixed.feature_mean, fixed.feature_std) if fixed is not None else None
+        self._scaled = np.empty(n)
+        self._feature_hash = self.cfg.feature_hash
         self.cache = cache or EnhancementCache(self.cfg.cache_size)
         primary = _as_runner(model)
         self.guard = FallbackGuard(primary, self.cfg.monitor.fallback_on)
@@ -105,6 +121,7 @@ class RealTimeEnhancer:
         self._trained_levels = wavelet.params.levels if wavelet is not None else None
         self._capacity = 0
         self._ensure_capacity(max(self.cfg.window, *(a.runner.window for a in self.arms.values())))
+        self._model_rows = max(a.runner.window for a in self.arms.values())
         self._clear_rows()
         self.ticks = 0
         self._apply_profile()
@@ -144,6 +161,7 @@ class RealTimeEnhancer:
     def _apply_profile(self) -> None:
         profile = self.cfg.adaptive.profiles[self.regime]
         self._weights = input_weights(self.columns, profile, self._trained_levels)
+        self._unit_weights = bool((self._weights == 1.0).all())  # the model input is the scaled rows as they are
         self._profile = profile
 
     def _reset(self) -> None:
@@ -194,6 +212,7 @@ class RealTimeEnhancer:
 
     def _switch_primary(self) -> None:
         self.arms["A"].restart(self.guard.current)  # type: ignore[arg-type]
+        self._model_rows = max(a.runner.window for a in self.arms.values())
         self.monitor.restart_reference()
         self.monitor.reset_accuracy("A")
         self._importance_samples.clear()
@@ -221,7 +240,7 @@ class RealTimeEnhancer:
         self.ticks += 1
         row = self.engine.update(tick)
         if self.detector is not None:
-            change = self.detector.update(tick.timestamp, tick.close)
+            change = self.detector.update(tick.timestamp, float(tick.close))
             if change is not None:
                 events.append(change)
                 self._apply_profile()
@@ -233,14 +252,34 @@ class RealTimeEnhancer:
         if not self._warm:
             self._warm = bool(np.isfinite(model_row).all())
         if self._warm:
-            self.scaler.update(model_row)
-            scaled = self.scaler.transform(model_row)
-            self._push(scaled)
-            if self._filled >= max(a.runner.window for a in self.arms.values()):
+            if self._fixed is not None:
+                scaled = self._scale_fixed(model_row)
+            else:
+                self.scaler.update(model_row)
+                scaled = self.scaler.transform(model_row)
+                self._push(scaled)
+            if self._filled >= self._model_rows:
                 self._embed(tick, scaled, result, events)
         result.events = events
         self._record(events)
         return result
+
+    def _scale_fixed(self, row: np.ndarray) -> np.ndarray:
+        """``FoldScaler.features`` of ``row`` (standardize, clip to +-CLIP, NaN to 0, float32) written straight into
+        the ring, without its temporaries; the pushed row (a view into the ring) is returned."""
+        mean, std = self._fixed  # type: ignore[misc]
+        out = self._scaled
+        np.subtract(row, mean, out=out)
+        np.divide(out, std, out=out)
+        np.minimum(out, CLIP, out=out)  # np.clip, without its Python-level dispatch
+        np.maximum(out, -CLIP, out=out)
+        out[out != out] = 0.0
+        self._push(out)
+        return self._ring[self._pos + self._capacity - 1]  # the copy just written
+
+    def _input(self, rows: np.ndarray) -> np.ndarray:
+        """The model input: ``rows`` under the profile's column weights, as a new array (it may be cached)."""
+        return rows.copy() if self._unit_weights else rows * self._weights
 
     def _embed(self, tick: Tick, scaled: np.ndarray, result: TickResult, events: list[Event]) -> None:
         stamp = tick.timestamp
@@ -251,10 +290,10 @@ class RealTimeEnhancer:
             refresh = arm.needs_full or arm.ticks % self.cfg.refresh_every == 0
             if refresh:
                 rows = attention_rows(self._profile, arm.runner.window)
-                key = f"{self.cfg.feature_hash}:{self.regime}:{rows}"
+                key = f"{self._feature_hash}:{self.regime}:{rows}"
                 runner = arm.runner
                 embedding, state = self.cache.embedding(
-                    stamp.value, key, runner.key, lambda: self.rows(rows) * self._weights,
+                    stamp.value, key, runner.key, lambda: self._input(self.rows(rows)),
                     lambda window: (runner.full(window), runner.state()))
                 runner.restore(state)
                 arm.embedding = embedding.copy()
@@ -263,21 +302,21 @@ class RealTimeEnhancer:
                     refreshed_window = self.rows(arm.runner.window).copy()
             else:
                 alpha = self.cfg.alpha
-                partial = arm.runner.partial(scaled * self._weights)
+                partial = arm.runner.partial(scaled if self._unit_weights else scaled * self._weights)
                 arm.embedding = (1.0 - alpha) * arm.embedding + alpha * partial  # type: ignore[operator]
             arm.ticks += 1
             if name == served:
                 result.refreshed = refresh
             if arm.runner.has_heads:
                 outputs = arm.runner.heads(arm.embedding)  # type: ignore[arg-type]
-                predictions[name] = int(np.argmax(outputs[:3]))
+                predictions[name] = int(outputs[:3].argmax())
                 if name == served:
                     result.outputs = outputs
         result.arm = served
         result.embedding = self.arms[served].embedding
         events += self.monitor.observe(stamp, self.arms["A"].embedding)  # type: ignore[arg-type]
         if self.scorer is not None:
-            for made, label, window in self.scorer.update(tick.close, predictions, refreshed_window):
+            for made, label, window in self.scorer.update(float(tick.close), predictions, refreshed_window):
                 for name, predicted in made.items():
                     events += self.monitor.score(stamp, name, predicted == label)
                 if window is not None and window.shape[0] == self.model.window:

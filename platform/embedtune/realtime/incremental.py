@@ -11,14 +11,19 @@ Wilder averages seeded by the mean of the first full window, and the same NaN ma
 Rolling moments keep running sums of shifted values, sum(x - K) and sum((x - K)^2), and recompute them exactly
 (``math.fsum`` around a fresh shift K = the window mean) every ``window`` updates. The shift removes the catastrophic
 cancellation of sum(x^2) - (sum x)^2 / n when the mean dwarfs the spread (log volume, cumulative flow), and the
-periodic recompute stops rounding errors from accumulating over a long stream, at an amortized O(1) cost.
+periodic recompute stops rounding errors from accumulating over a long stream, at an amortized O(1) cost. Windows
+built inside ``staggered()`` (a feature engine's) start their recompute cycles at successive phases, so the engine's
+many equal windows do not all recompute on the same tick.
 
 Arithmetic is plain Python floats on purpose: per-tick work on a handful of scalars is several times faster than
 NumPy's per-call overhead.
 """
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from scipy.special import ndtr
@@ -43,6 +48,29 @@ def log(x: float) -> float:
     if x > 0.0:
         return math.log(x) if x != math.inf else math.inf
     return -math.inf if x == 0.0 else NAN
+
+
+#: The recompute phases handed out while ``staggered`` is active (None: every window starts its cycle at 0).
+_phases: Iterator[int] | None = None
+
+
+@contextmanager
+def staggered() -> Iterator[None]:
+    """Rolling windows built inside this block start their exact-recompute cycles at phases 0, 1, 2, ... (modulo
+    their period) in construction order: a feature engine's twenty-odd 20-bar windows would otherwise all recompute
+    on every 20th tick, a latency spike on 5% of ticks. Deterministic, as the engine fixes the construction order;
+    values differ from unstaggered ones only by where rounding is reset (well inside the 1e-9 of the batch)."""
+    global _phases
+    previous, _phases = _phases, itertools.count()
+    try:
+        yield
+    finally:
+        _phases = previous
+
+
+def _phase(period: int) -> int:
+    """Updates already counted towards the first recompute of a window built now (see ``staggered``)."""
+    return next(_phases) % period if _phases is not None else 0
 
 
 def pandas_alpha(span: float | None = None, alpha: float | None = None) -> float:
@@ -70,21 +98,23 @@ class RollingWindow:
         self._shift = 0.0
         self._s1 = 0.0
         self._s2 = 0.0
-        self._since = 0
         self._every = max(recompute_every or window, 1)
+        self._since = _phase(self._every)
         self._last = NAN
         self._run = 0
 
     def push(self, x: float) -> None:
-        old = self._buf[self._pos]
+        buf, pos = self._buf, self._pos
+        old = buf[pos]
         if old != old:
             self._nans -= 1
         else:
             d = old - self._shift
             self._s1 -= d
             self._s2 -= d * d
-        self._buf[self._pos] = x
-        self._pos = (self._pos + 1) % self.window
+        buf[pos] = x
+        pos += 1
+        self._pos = 0 if pos == self.window else pos
         if x != x:
             self._nans += 1
             self._run = 0
@@ -529,7 +559,7 @@ class RollingCovariance:
         self._nans = window
         self._kx = self._ky = 0.0
         self._sx = self._sy = self._sxy = 0.0
-        self._since = 0
+        self._since = _phase(window)
         self.value = NAN
 
     def update(self, x: float, y: float) -> float:

@@ -115,13 +115,18 @@ class DriftReference:
 
 
 class RollingAccuracy:
-    """Share of correct predictions among the last ``window`` scored ones."""
+    """Share of correct predictions among the last ``window`` scored ones (a running count of hits: O(1))."""
 
     def __init__(self, window: int) -> None:
         self._hits: deque[bool] = deque(maxlen=window)
+        self._correct = 0
 
     def update(self, correct: bool) -> float:
-        self._hits.append(bool(correct))
+        hit = bool(correct)
+        if len(self._hits) == self._hits.maxlen:
+            self._correct -= self._hits[0]  # the oldest leaves as this one enters
+        self._hits.append(hit)
+        self._correct += hit
         return self.value
 
     @property
@@ -130,7 +135,7 @@ class RollingAccuracy:
 
     @property
     def value(self) -> float:
-        return sum(self._hits) / len(self._hits) if self._hits else math.nan
+        return self._correct / len(self._hits) if self._hits else math.nan
 
 
 @dataclass
