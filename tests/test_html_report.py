@@ -79,6 +79,15 @@ def test_importance_leaves_baseline_rows_out(tmp_path: Path) -> None:
     assert sum(importances.values()) == pytest.approx(1.0)
 
 
+def test_importance_is_skipped_with_a_reason_when_every_trial_scored_the_same(tmp_path: Path) -> None:
+    """fANOVA cannot split zero variance (optuna raises); a run whose trials tie says so instead of crashing."""
+    bundle = read_bundle(make_bundle(tmp_path / "a", n_trials=8, seed=3))
+    metric, _ = bundle.objective
+    bundle.table[metric] = 0.5
+    importances, reason = param_importance(bundle)
+    assert importances == {} and reason is not None and f"the same {metric}" in reason
+
+
 def test_analysis_helpers() -> None:
     assert pareto_front(np.array([1.0, 2.0, 0.5, np.nan, 2.0]), np.array([0.1, 0.3, 0.2, 0.1, 0.4])).tolist() == [
         True, True, False, False, False]

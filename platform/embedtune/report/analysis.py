@@ -125,6 +125,8 @@ def param_importance(bundle: Bundle) -> tuple[dict[str, float], str | None]:
     if not any(not isinstance(d, optuna.distributions.CategoricalDistribution) for d in dists.values()):
         return {}, "Parameter importance skipped: no numeric parameter varies across the completed searched trials."
     metric, mode = bundle.objective
+    if done[metric].nunique(dropna=False) < 2:  # fANOVA has no variance to split: every trial scored the same
+        return {}, f"Parameter importance skipped: every completed searched trial has the same {metric}."
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
