@@ -368,6 +368,19 @@ def predict(model: EmbeddingModel, dataset: WindowDataset, scaler: FoldScaler, i
             torch.cat(embeddings).numpy(), {k: v / len(dataset) for k, v in fusion.items()})
 
 
+#: Most test rows and bank rows the embedding diagnostics read: retrieval compares every query with every bank item
+#: (and k-means every query with every centre), so on a universe (test and bank both grow with the symbols) the cost
+#: was quadratic in symbols: 30 min of a 500-symbol fold's prediction phase (BENCHMARKS.md, "universe"). Above a cap,
+#: evenly spaced rows (deterministic, spanning the whole block) stand in; one instrument's folds are far below them.
+QUALITY_QUERIES = 4_096
+QUALITY_BANK = 65_536
+
+
+def evenly_spaced(n: int, cap: int) -> np.ndarray:
+    """Positions 0..n-1, or ``cap`` of them evenly spaced from the first to the last when n is larger."""
+    return np.arange(n) if n <= cap else np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
+
+
 def embedding_quality(test_embeddings: np.ndarray, test: np.ndarray, bank_embeddings: np.ndarray,
                       bank: np.ndarray, labels: np.ndarray, horizon: int, row_time: np.ndarray | None = None,
                       required: list[int] | None = None) -> dict[str, float]:
@@ -375,8 +388,12 @@ def embedding_quality(test_embeddings: np.ndarray, test: np.ndarray, bank_embedd
 
     The bank is the training segment, each item dated when its label became known (t + horizon), so retrieval
     only ever looks at history whose outcome was already public. ``row_time`` (a universe): positions are rows, and
-    this is each row's calendar position, the time retrieval compares; ``required``: as ``head_metrics``'.
+    this is each row's calendar position, the time retrieval compares; ``required``: as ``head_metrics``'. At most
+    ``QUALITY_QUERIES`` test rows and ``QUALITY_BANK`` bank rows are read (``evenly_spaced``).
     """
+    keep_test, keep_bank = evenly_spaced(len(test), QUALITY_QUERIES), evenly_spaced(len(bank), QUALITY_BANK)
+    test_embeddings, test = test_embeddings[keep_test], test[keep_test]
+    bank_embeddings, bank = bank_embeddings[keep_bank], bank[keep_bank]
     checked = labels[test] if required is None else labels[test][:, required]
     known = ~np.isnan(checked).any(axis=1)
     if known.sum() < 10:
