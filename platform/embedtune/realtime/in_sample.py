@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from embedtune.bundle.layout import MODEL_META
 from embedtune.saved_model import overlaps_model_period
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class InSample:
                     f"{self.selection_end}): these results are not out of sample.")
         if self.in_sample is None and self.first_bar is not None:
             return ("> **IN SAMPLE UNKNOWN**: the model folder does not say which bars it was trained and selected on "
-                    "(serve an exported model folder with its model.json).")
+                    f"(serve an exported model folder with its {MODEL_META}).")
         return ""
 
 
