@@ -238,6 +238,41 @@ def test_the_test_block_does_not_change_what_is_trained(setup, recorded) -> None
     assert not np.allclose(changed.predictions.to_numpy(), outcome.predictions.to_numpy())
 
 
+# ------------------------------------------------------------------------------ refit on the whole segment
+
+
+def test_refit_is_a_fresh_training_of_the_best_epoch_count_on_every_training_sample(setup, recorded) -> None:
+    """``early_stopping.refit``: the validation slice picks the epoch count; the predicting model is the one a plain
+    training without validation, for exactly that many epochs and from the same seed, ends with (bit for bit)."""
+    cfg, data = setup
+    outcome, _, _ = recorded
+    best = int(outcome.heads["best_epoch"])
+    assert 1 <= best < int(outcome.heads["epochs_run"])  # the fixture stops early, so the count is chosen
+    refitted = fit_fold(cfg.with_overrides({"training.early_stopping.refit": True}), data, data.folds[0], seed=SEED)
+    plain = fit_fold(cfg.with_overrides({"training.early_stopping.enabled": False, "training.epochs": best}), data,
+                     data.folds[0], seed=SEED)
+    for key, value in plain.model.state_dict().items():
+        assert torch.equal(refitted.model.state_dict()[key], value), key
+    pd.testing.assert_frame_equal(refitted.predictions, plain.predictions, check_exact=True)
+    # The stop decision is the unrefitted one's (same validation history), and the weights did change.
+    for key in ("epochs_run", "best_epoch", "best_val_loss", "val_loss_last"):
+        assert refitted.heads[key] == outcome.heads[key]
+    assert not np.allclose(refitted.predictions.to_numpy(), outcome.predictions.to_numpy())
+
+
+def test_refit_does_not_read_the_test_block(setup) -> None:
+    cfg, data = setup
+    cfg = cfg.with_overrides({"training.early_stopping.refit": True})
+    test = data.folds[0].test
+    features, labels = data.features.copy(), data.labels.copy()
+    features[test] = np.random.default_rng(1).normal(5.0, 3.0, size=features[test].shape).astype(features.dtype)
+    labels[test, 0] = (labels[test, 0] + 1) % 3
+    base = fit_fold(cfg, data, data.folds[0], seed=SEED)
+    changed = fit_fold(cfg, dataclasses.replace(data, features=features, labels=labels), data.folds[0], seed=SEED)
+    for key, value in base.model.state_dict().items():
+        assert torch.equal(changed.model.state_dict()[key], value), key
+
+
 # ------------------------------------------------------------------------------ the direction loss
 
 

@@ -22,6 +22,10 @@ MODELS: dict[str, dict[str, Any]] = {
                   "dim_feedforward": 32, "embedding_dim": 16},
         "training": {"epochs": 60, "batch_size": 256, "learning_rate": 2e-3, "weight_decay": 1e-2}},
 }
+#: The same network as a residual over the linear model (``model.linear_base``, as ``benchmarks/learning.py`` runs it).
+MODELS["temporal_linear_base"] = {
+    "model": {**MODELS["temporal_transformer"]["model"], "linear_base": True},
+    "training": MODELS["temporal_transformer"]["training"]}
 
 
 def planted_experiment(model: str, seed: int, phi: float = 0.15) -> dict[str, Any]:

@@ -241,11 +241,18 @@ class ModelConfig(Strict):
     #: ``data.universe`` only: width of a learned per-symbol vector appended to every step of a sample's window
     #: (``models.symbol_embedding``); 0: none, the model does not know which symbol a sample is.
     symbol_embedding: int = Field(default=0, ge=0, le=512)
+    #: Deep models: every head's output is the classical linear model's (``model.linear``, fit in closed form on the
+    #: fold's training samples, latest bar's features, frozen) plus the network's, whose output layers start at zero:
+    #: the network learns a residual over the linear model, and early stopping may keep none of it
+    #: (``models/linear_base.py``; README, "Models that learn").
+    linear_base: bool = False
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.linear_base and self.type in CLASSICAL_MODELS:
+            raise ValueError(f"linear_base: a deep model's option; model.type {self.type!r} is itself classical")
         return self
 
     @property
@@ -282,6 +289,10 @@ class EarlyStoppingConfig(Strict):
     #: Epochs without an improvement of at least ``min_delta`` before training stops.
     patience: int = Field(default=3, ge=1)
     min_delta: float = Field(default=0.0, ge=0.0)
+    #: After stopping, train a fresh model (same seed) for the best epoch count on the whole training segment,
+    #: validation slice included, and predict with it: the slice chooses how long to train, not which samples are
+    #: left out (costs up to one more training per fold).
+    refit: bool = False
 
 
 class TrainingConfig(Strict):

@@ -15,6 +15,7 @@ from embedtune.models.chain_transformer import OptionChainTransformer
 from embedtune.models.fusion import build_fusion
 from embedtune.models.gnn import OptionGraphEncoder
 from embedtune.models.heads import MultiTaskHeads
+from embedtune.models.linear_base import LinearBase, zero_outputs
 from embedtune.models.sources import ChainSource, GraphSource, GroupSource, Inputs, TemporalSource
 from embedtune.models.symbol_embedding import SymbolEmbedding
 from embedtune.models.temporal import TemporalTransformerEncoder
@@ -24,7 +25,7 @@ from embedtune.models.uncertainty import UncertaintyWeighting
 class EmbeddingModel(nn.Module):
     def __init__(self, sources: nn.ModuleDict, fusion: nn.Module | None, heads: MultiTaskHeads,
                  loss_weights: UncertaintyWeighting | None = None,
-                 symbol_embedding: SymbolEmbedding | None = None) -> None:
+                 symbol_embedding: SymbolEmbedding | None = None, linear_base: LinearBase | None = None) -> None:
         super().__init__()
         self.sources = sources
         self.fusion = fusion
@@ -34,6 +35,10 @@ class EmbeddingModel(nn.Module):
         #: read it (``model.symbol_embedding``; None: no attribute, so older state dicts load unchanged).
         if symbol_embedding is not None:
             self.symbol_embedding = symbol_embedding
+        #: ``model.linear_base``: the frozen linear term added to every head's output (None: no attribute, so older
+        #: state dicts load unchanged). Fit by ``train.fold.fit_linear_base`` before training.
+        if linear_base is not None:
+            self.linear_base = linear_base
 
     def encode(self, inputs: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         embed = getattr(self, "symbol_embedding", None)
@@ -52,7 +57,12 @@ class EmbeddingModel(nn.Module):
 
     def forward(self, inputs: Inputs) -> dict[str, torch.Tensor]:
         embedding, info = self.encode(inputs)
-        return {"embedding": embedding, **info, **self.heads(embedding)}
+        outputs = self.heads(embedding)
+        base = getattr(self, "linear_base", None)
+        if base is not None:  # the raw window's latest row: the features the classical model reads
+            linear = base(inputs["window"])
+            outputs = {name: value + linear[name] for name, value in outputs.items()}
+        return {"embedding": embedding, **info, **outputs}
 
 
 def build_model(cfg: ModelConfig, n_features: int, feature_names: list[str] | None = None,
@@ -64,8 +74,8 @@ def build_model(cfg: ModelConfig, n_features: int, feature_names: list[str] | No
     width = symbols.out_features(n_features) if symbols is not None else n_features
     if cfg.type == "mlp":  # the features-only baseline: the latest bar's features through an MLP
         latest = GroupSource(list(range(width)), cfg.embedding_dim, hidden=cfg.d_model)
-        return EmbeddingModel(nn.ModuleDict({"latest": latest}), None, MultiTaskHeads(cfg.embedding_dim), weights,
-                              symbols)
+        return _with_base(cfg, n_features, EmbeddingModel(nn.ModuleDict({"latest": latest}), None,
+                                                          MultiTaskHeads(cfg.embedding_dim), weights, symbols))
     temporal = TemporalTransformerEncoder(
         n_features=width, window=cfg.window, d_model=cfg.d_model, n_heads=cfg.n_heads,
         n_layers=cfg.n_layers, dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout,
@@ -96,4 +106,12 @@ def build_model(cfg: ModelConfig, n_features: int, feature_names: list[str] | No
             dims[group] = cfg.embedding_dim
         fusion = build_fusion(cfg.fusion.type, dims, cfg.fusion.out_dim, cfg.fusion.order or cfg.sources)
     head_dim = cfg.fusion.out_dim if fusion is not None else cfg.embedding_dim
-    return EmbeddingModel(sources, fusion, MultiTaskHeads(head_dim), weights, symbols)
+    return _with_base(cfg, n_features, EmbeddingModel(sources, fusion, MultiTaskHeads(head_dim), weights, symbols))
+
+
+def _with_base(cfg: ModelConfig, n_features: int, model: EmbeddingModel) -> EmbeddingModel:
+    """``model.linear_base``: attach the (still zero) linear term and zero the heads' output layers."""
+    if cfg.linear_base:
+        model.linear_base = LinearBase(n_features)
+        zero_outputs(model.heads)
+    return model

@@ -301,6 +301,10 @@ def load_bundle(model_dir: str | Path, config_path: str | Path | None = None) ->
     manifest = _find(found.parent, MANIFEST_FILE) or _find(directory, MANIFEST_FILE)
     names = (list(meta["feature_names"]) if meta is not None and meta.get("feature_names")
              else read_manifest(manifest).features if manifest is not None else None)
+    if cfg.model.linear_base:  # the runners compute heads from the embedding alone; the base needs the raw row
+        raise ModelBundleError(str(directory), "model.linear_base: a model with a linear base is not served in real "
+                                               "time yet (replay and serve compute the heads from the embedding "
+                                               "alone); backtest it with `embedtune backtest`")
     model = build_network(cfg, weights, names, hint=f" of {found}; pass the trial's config with --config")
     n_features = input_width(model.state_dict())
     scaler_path = _find(directory, SCALER_FILE)

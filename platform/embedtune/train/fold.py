@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from embedtune.backtest.splits import Fold
-from embedtune.config.schema import ExperimentConfig
+from embedtune.config.schema import ExperimentConfig, TrainingConfig
 from embedtune.dataset import PreparedData
 from embedtune.evaluation import head_metrics
 from embedtune.labels import DIRECTION_CLASSES, PREDICTION_COLUMNS, label_column, unscale_predictions
@@ -117,6 +117,88 @@ def validation_loss(model: EmbeddingModel, dataset: WindowDataset, lambdas: dict
     return float(multitask_loss(outputs, torch.cat(targets), lambdas, weights, label_smoothing).total)
 
 
+def fit_linear_base(cfg: ExperimentConfig, data: PreparedData, scaler: FoldScaler, model: EmbeddingModel,
+                    rows: np.ndarray, seed: int) -> None:
+    """``model.linear_base``: the classical ``linear`` model (``model.linear``) fit on these training samples' scaled
+    latest-bar features, copied into the model's frozen base. Every training sample, validation slice included,
+    exactly as the ``linear`` baseline fits: early stopping then judges the network's residual against a base that
+    has seen the validation rows, which can only make it keep less of the network."""
+    from embedtune.models.classical import fit_classical
+
+    x, y = scaler.features(data.features), scaler.targets(data.labels)
+    linear = fit_classical("linear", x[rows], y[rows], x[:0], y[:0], cfg.model.linear, seed)
+    model.linear_base.load_classical(linear)
+
+
+def make_optimizer(tc: TrainingConfig, model: EmbeddingModel) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the network and the LR schedule over ``training.epochs``. Learned log-variances get no weight
+    decay (decay would pull them back to fixed unit weights) and their own rate (``training.loss_weight_lr``: at the
+    network's rate they may barely move in a short training)."""
+    learned = list(model.loss_weights.parameters()) if model.loss_weights is not None else []
+    others = [p for p in model.parameters() if all(p is not q for q in learned)]
+    weight_lr = tc.loss_weight_lr if tc.loss_weight_lr is not None else tc.learning_rate
+    optimizer = torch.optim.AdamW([{"params": others}, {"params": learned, "weight_decay": 0.0, "lr": weight_lr}],
+                                  lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs) if tc.lr_schedule == "cosine"
+                else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
+    return optimizer, schedule
+
+
+def train_epoch(model: EmbeddingModel, forward: Callable[..., Any], dataset: WindowDataset,
+                optimizer: torch.optim.Optimizer, generator: torch.Generator, lambdas: dict[str, float],
+                direction_weights: torch.Tensor | None, tc: TrainingConfig, device: torch.device) -> float:
+    """One pass over ``dataset`` in the generator's shuffled order, every rank on its slice of each global batch;
+    the mean training loss of its steps."""
+    autocast = tc.precision == "bf16" and device.type == "cuda"
+    order = torch.randperm(len(dataset), generator=generator)
+    epoch_loss, steps = 0.0, 0
+    for start in range(0, len(order), tc.batch_size):
+        batch = order[start: start + tc.batch_size]
+        if len(batch) < world()[1]:  # too few samples to give every rank one: skip the remainder
+            continue
+        local, weight = shard(batch)
+        inputs, y = dataset.batch(local)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+            outputs = forward(move(inputs, device))
+        outputs = {k: v.float() for k, v in outputs.items()}
+        losses = multitask_loss(outputs, y.to(device), lambdas, direction_weights, tc.label_smoothing)
+        total = model.loss_weights(losses.parts) if model.loss_weights is not None else losses.total
+        optimizer.zero_grad(set_to_none=True)
+        (total * weight).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        epoch_loss += float(total.detach())
+        steps += 1
+    return epoch_loss / max(steps, 1)
+
+
+def refit(cfg: ExperimentConfig, data: PreparedData, scaler: FoldScaler, dataset: WindowDataset,
+          positions: np.ndarray, seed: int, epochs: int, device: torch.device,
+          direction_weights: torch.Tensor | None, timer: PhaseTimer) -> EmbeddingModel:
+    """``training.early_stopping.refit``: a fresh model from ``seed`` (pretrained again when pretraining is on)
+    trained ``epochs`` epochs on ``dataset`` (the whole training segment) with the same optimizer, schedule and
+    losses. Deterministic given the seed, so a fold resumed from an epoch state refits to the same weights."""
+    tc = cfg.training
+    generator = seed_everything(seed)
+    model = build_model(cfg.model, n_features=data.features.shape[1], feature_names=data.feature_names,
+                        n_symbols=n_symbols(data)).to(device)
+    if cfg.model.linear_base:
+        fit_linear_base(cfg, data, scaler, model, positions, seed)
+    if cfg.model.pretrain.enabled:
+        with timer.phase("pretrain"):
+            pretrain(cfg, data, model, dataset, positions, generator, seed)
+    optimizer, schedule = make_optimizer(tc, model)
+    net = wrap_ddp(model, device)
+    forward = torch.compile(net, backend=tc.compile_backend) if tc.compile else net
+    lambdas = tc.lambdas.model_dump()
+    net.train()
+    with timer.phase("train"):
+        for _ in range(epochs):
+            train_epoch(model, forward, dataset, optimizer, generator, lambdas, direction_weights, tc, device)
+            schedule.step()
+    return unwrap(net)
+
+
 def fit_fold(
     cfg: ExperimentConfig, data: PreparedData, fold: Fold, seed: int, device: torch.device | None = None,
     resume: dict[str, Any] | None = None, on_epoch: EpochCallback | None = None,
@@ -170,21 +252,15 @@ def fit_fold(
     generator = seed_everything(seed)
     model = build_model(cfg.model, n_features=features.shape[1], feature_names=data.feature_names,
                         n_symbols=n_symbols(data)).to(device)
+    if cfg.model.linear_base and resume is None:  # a resumed fold's state dict holds the fitted base
+        fit_linear_base(cfg, data, scaler, model, train, seed)
     pretrain_loss: list[float] = []
     if cfg.model.pretrain.enabled and resume is None:  # a resumed fold's weights already hold the pretraining
         with timer.phase("pretrain"):
             pretrain_loss = pretrain(cfg, data, model, dataset, split.fit, generator, seed)
-    learned = list(model.loss_weights.parameters()) if model.loss_weights is not None else []
-    others = [p for p in model.parameters() if all(p is not q for q in learned)]
-    # Learned log-variances get no weight decay: decay would pull them back to fixed unit weights. Their own learning
-    # rate (training.loss_weight_lr): at the network's rate they may barely move in a short training.
-    weight_lr = tc.loss_weight_lr if tc.loss_weight_lr is not None else tc.learning_rate
-    optimizer = torch.optim.AdamW([{"params": others}, {"params": learned, "weight_decay": 0.0, "lr": weight_lr}],
-                                  lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    optimizer, schedule = make_optimizer(tc, model)
     # Before a resumed state is loaded: the fold's starting weights (a fresh model's), whether resumed or not.
     start_lambdas = model.loss_weights.effective_lambdas() if model.loss_weights is not None else {}
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs) if tc.lr_schedule == "cosine"
-                else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     history: list[float] = []
     stopping = EarlyStopping(es.patience, es.min_delta)
     first_epoch = 0
@@ -199,35 +275,20 @@ def fit_fold(
         first_epoch = int(resume["epoch"]) + 1
     net = wrap_ddp(model, device)
     forward = torch.compile(net, backend=tc.compile_backend) if tc.compile else net
-    autocast = tc.precision == "bf16" and device.type == "cuda"
     lambdas = tc.lambdas.model_dump()
     # From the labels trained on (the same on every rank); kept on the device the losses are computed on.
     direction_weights = (balanced_direction_weights(data.labels[split.fit, label_column("direction")]).to(device)
                          if tc.direction_class_weights == "balanced" else None)
+    if validate is not None and resume is None and cfg.model.linear_base:
+        # The untrained network adds nothing to the linear base: "no epochs" is a candidate the deep part must beat.
+        stopping.update(-1, from_rank_zero(validation_loss(model, validate, lambdas, device, direction_weights,
+                                                           tc.label_smoothing), device), model)
     net.train()
     timer.start("train")
     for epoch in range(first_epoch, tc.epochs):
-        order = torch.randperm(len(dataset), generator=generator)
-        epoch_loss, steps = 0.0, 0
-        for start in range(0, len(order), tc.batch_size):
-            batch = order[start: start + tc.batch_size]
-            if len(batch) < world()[1]:  # too few samples to give every rank one: skip the remainder
-                continue
-            local, weight = shard(batch)
-            inputs, y = dataset.batch(local)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-                outputs = forward(move(inputs, device))
-            outputs = {k: v.float() for k, v in outputs.items()}
-            losses = multitask_loss(outputs, y.to(device), lambdas, direction_weights, tc.label_smoothing)
-            total = model.loss_weights(losses.parts) if model.loss_weights is not None else losses.total
-            optimizer.zero_grad(set_to_none=True)
-            (total * weight).backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-            optimizer.step()
-            epoch_loss += float(total.detach())
-            steps += 1
+        epoch_loss = train_epoch(model, forward, dataset, optimizer, generator, lambdas, direction_weights, tc, device)
         schedule.step()
-        history.append(epoch_loss / max(steps, 1))
+        history.append(epoch_loss)
         stop = False
         if validate is not None:
             # Under DDP every rank holds the same weights and evaluates the whole (small) validation slice with the
@@ -253,6 +314,12 @@ def fit_fold(
     if stopping.best_state:  # no improvement ever (every validation loss NaN): the last weights stay
         model.load_state_dict(stopping.best_state)
         best_epoch = stopping.best_epoch + 1
+        if es.refit:
+            # The validation slice chose the number of epochs; the weights that predict are trained afresh (same
+            # seed, same recipe) on the whole training segment for that many epochs, so the model sees the same
+            # samples a classical baseline fits on, the latest ones included.
+            model = refit(cfg, data, scaler, dataset_for(train), train, seed, best_epoch, device, direction_weights,
+                          timer)
     timer.start("predict")
     predictions, test_embeddings, fusion = predict(model, dataset_for(fold.test), scaler, data.index, device)
     # The retrieval bank is the whole training segment, validation slice included: its labels are known before the
