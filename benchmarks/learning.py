@@ -1,7 +1,7 @@
 """Learning benchmark: how much of a planted signal does each model recover, against a sign-of-last-return oracle?
 
 Run: ``.venv/bin/python benchmarks/learning.py [--phis 0.05 0.10 0.15] [--seeds 21 22 23] [--trials 4]
-[--models linear lightgbm temporal_transformer ensemble] [--jobs 2]`` (~15-25 min on 2 cores; ``--quick``: phi 0.15,
+[--models linear lightgbm temporal_transformer temporal_network_only ensemble] [--jobs 2]`` (~15-25 min on 2 cores; ``--quick``: phi 0.15,
 one seed, 2 trials).
 
 For each planted momentum phi and market seed, SYNTHETIC daily bars (``generate_market``, regimes off, one-bar log
@@ -19,6 +19,11 @@ trial holds the oracle's side (a noise-free view of what was learned).
 
 Goals (issue 14): ``temporal_transformer`` median >= 0.8 of the oracle at phi 0.15 and >= the linear baseline's at
 every phi. A missed goal is printed as FAIL with its numbers; the exit status is non-zero only if a trial crashes.
+
+The deep models run as the platform builds them with ``model.linear_base: true``: every head's output is the classical
+linear model's (fit in closed form on the fold's training samples, frozen) plus the network's, which early stopping
+may keep at nothing; ``temporal_network_only`` is the same transformer without the base (the network alone), so the
+table shows what the network itself learns.
 
 The models read the same inputs: the base features (last 1-, 5- and 20-bar returns, 20-bar volatility, RSI, volume
 z-score) and for ``ensemble`` the wavelet family too (its own group encoder, fused with the temporal encoder). No
@@ -52,11 +57,18 @@ BASE: dict[str, Any] = {
     "search": {"baselines": [], "ensemble_top_k": 0},
     "resources": {"num_workers": 0},
 }
-TEMPORAL = {"window": 16, "d_model": 16, "n_heads": 2, "n_layers": 1, "dim_feedforward": 32, "embedding_dim": 16}
+TEMPORAL = {"window": 16, "d_model": 16, "n_heads": 2, "n_layers": 1, "dim_feedforward": 32, "embedding_dim": 16,
+            "linear_base": True}
 #: The deep models' training: the auxiliary heads (volatility, volume, regime) weighted 0.1 each, so the shared 16-d
 #: embedding is shaped mostly by the head the strategy trades (at 1.0 each they cost the direction head ~0.1 of the
 #: recovered share on development seeds 1-3; BENCHMARKS.md, "learning").
 DEEP_TRAINING = {"epochs": 60, "batch_size": 256, "lambdas": {"volatility": 0.1, "volume": 0.1, "regime": 0.1}}
+#: The deep models' search. ``model.linear.l2`` (their linear base's penalty) comes first and spans the ``linear``
+#: baseline's range, so trial k of a deep model draws the same penalty as trial k of ``linear`` (same generator, same
+#: first draw): a deep model whose network early stopping keeps at nothing is then exactly that linear trial.
+DEEP_SPACE: dict[str, Any] = {
+    "model.linear.l2": ("log", 0.01, 100.0), "training.learning_rate": ("log", 1e-3, 5e-3),
+    "training.weight_decay": ("log", 1e-4, 1e-1), "training.lambdas.direction": ("log", 0.3, 3.0)}
 #: Per model: fixed ``model`` settings, fixed ``training`` settings, and the space its trials draw from
 #: (``("log", low, high)``: log-uniform; ``("int", low, high)``: uniform integer; a list: a choice).
 SPACES: dict[str, dict[str, Any]] = {
@@ -66,15 +78,14 @@ SPACES: dict[str, dict[str, Any]] = {
                  "space": {"model.lightgbm.num_leaves": ("int", 4, 31),
                            "model.lightgbm.learning_rate": ("log", 0.01, 0.1)}},
     "temporal_transformer": {
-        "model": {"type": "temporal_transformer", **TEMPORAL}, "training": DEEP_TRAINING,
-        "space": {"training.learning_rate": ("log", 1e-3, 5e-3), "training.weight_decay": ("log", 1e-4, 1e-1),
-                  "training.lambdas.direction": ("log", 0.3, 3.0)}},
+        "model": {"type": "temporal_transformer", **TEMPORAL}, "training": DEEP_TRAINING, "space": DEEP_SPACE},
+    "temporal_network_only": {
+        "model": {"type": "temporal_transformer", **TEMPORAL, "linear_base": False}, "training": DEEP_TRAINING,
+        "space": {k: v for k, v in DEEP_SPACE.items() if k != "model.linear.l2"}},
     "ensemble": {
         "model": {"type": "ensemble", **TEMPORAL, "groups": ["wavelet"], "fusion": {"type": "attention", "out_dim": 16}},
         "features": {"wavelet": {"wavelet": "db4", "window": 64, "levels": 3}},
-        "training": DEEP_TRAINING,
-        "space": {"training.learning_rate": ("log", 1e-3, 5e-3), "training.weight_decay": ("log", 1e-4, 1e-1),
-                  "training.lambdas.direction": ("log", 0.3, 3.0)}},
+        "training": DEEP_TRAINING, "space": DEEP_SPACE},
 }
 
 
@@ -91,7 +102,16 @@ def draw(space: dict[str, Any], seed: int, trial: int) -> dict[str, Any]:
     return out
 
 
-def trial_config(model: str, phi: float, seed: int, trial: int, bars: int) -> dict[str, Any]:
+def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def trial_config(model: str, phi: float, seed: int, trial: int, bars: int,
+                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = SPACES[model]
     raw: dict[str, Any] = {**{k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE.items()}}
     raw.update(name=f"learning-{model}", seed=seed,
@@ -100,15 +120,14 @@ def trial_config(model: str, phi: float, seed: int, trial: int, bars: int) -> di
                model=copy.deepcopy(spec["model"]), training=copy.deepcopy(spec["training"]))
     raw["features"] = {**BASE["features"], **spec.get("features", {})}
     for key, value in draw(spec["space"], seed, trial).items():
-        *parents, leaf = key.split(".")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        set_key(raw, key, value)
+    if spec["training"]:  # a deep model: ``--set`` changes its training or model settings
+        for key, value in (overrides or {}).items():
+            set_key(raw, key, value)
     return raw
 
 
-def run_trial(job: tuple[str, float, int, int, int]) -> dict[str, Any]:
+def run_trial(job: tuple[str, float, int, int, int, dict[str, Any]]) -> dict[str, Any]:
     """One trial in this process: its walk-forward Sharpe gross and net of costs, the oracle's on the same bars
     (gross and net), and what it held."""
     import pandas as pd
@@ -122,8 +141,8 @@ def run_trial(job: tuple[str, float, int, int, int]) -> dict[str, Any]:
     from embedtune.train.loop import run_folds
 
     torch.set_num_threads(1)
-    model, phi, seed, trial, bars = job
-    cfg = parse_config(trial_config(model, phi, seed, trial, bars))
+    model, phi, seed, trial, bars, overrides = job
+    cfg = parse_config(trial_config(model, phi, seed, trial, bars, overrides))
     data = prepare(cfg)
     strategy = load_plugin(cfg)
     started = time.perf_counter()
@@ -147,6 +166,13 @@ def run_trial(job: tuple[str, float, int, int, int]) -> dict[str, Any]:
             "epochs": float(np.mean([r.outcome.heads.get("epochs_run", math.nan) for r in reports]))}
 
 
+def parse_setting(text: str) -> tuple[str, Any]:
+    import yaml
+
+    key, _, value = text.partition("=")
+    return key.strip(), yaml.safe_load(value)
+
+
 def median_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The trial whose Sharpe is the median (the lower middle one for an even count)."""
     ordered = sorted(rows, key=lambda r: r["sharpe"])
@@ -161,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bars", type=int, default=N_BARS)
     parser.add_argument("--models", nargs="+", default=list(SPACES), choices=list(SPACES))
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a deep model's setting for every trial (YAML value), e.g. training.epochs=30")
     parser.add_argument("--quick", action="store_true", help="phi 0.15, one seed, 2 trials (a smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
         args.phis, args.seeds, args.trials = [GOAL_PHI], args.seeds[:1], 2
-    jobs = [(m, phi, s, t, args.bars) for phi in args.phis for s in args.seeds for m in args.models
+    overrides = dict(parse_setting(text) for text in args.set)
+    jobs = [(m, phi, s, t, args.bars, overrides) for phi in args.phis for s in args.seeds for m in args.models
             for t in range(args.trials)]
     started = time.perf_counter()
     rows, crashed = [], []
