@@ -1,6 +1,6 @@
 """``model.linear_base``: the classical linear model as a frozen term under a deep model's heads. Checked against the
 classical model itself (``ClassicalModel.predict``, sklearn's fit), on a real fold (the network's residual kept at
-nothing equals the ``linear`` baseline), for look-ahead, and where it is refused."""
+nothing equals the ``linear`` baseline), for look-ahead, saved and reloaded, and served in real time."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from embedtune.config import ExperimentConfig, LinearConfig, ModelConfig, parse_config
 from embedtune.data.synthetic_market import generate_market
@@ -19,7 +18,6 @@ from embedtune.labels import DIRECTION_COLUMNS
 from embedtune.models.classical import fit_classical
 from embedtune.models.ensemble import build_model
 from embedtune.models.linear_base import LinearBase
-from embedtune.realtime.model import ModelBundleError, load_bundle
 from embedtune.train.classical import fit_classical_fold
 from embedtune.train.fold import fit_fold
 
@@ -127,11 +125,39 @@ def test_a_classical_model_type_cannot_take_a_base() -> None:
         parse_config({**CONFIG, "model": {"type": "linear", "linear_base": True}}, "x.yaml")
 
 
-def test_real_time_serving_refuses_a_model_with_a_base(tmp_path: Path) -> None:
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    (tmp_path / "model.pt").write_bytes(b"")
-    with pytest.raises(ModelBundleError, match="linear_base"):
-        load_bundle(tmp_path)
+@pytest.mark.parametrize("model", [
+    {"type": "temporal_transformer", "window": 6, "d_model": 8, "n_heads": 2, "n_layers": 1, "embedding_dim": 8},
+    {"type": "mlp", "d_model": 8, "embedding_dim": 8},
+    {"type": "ensemble", "window": 6, "d_model": 8, "n_heads": 2, "groups": ["base"]},
+], ids=["temporal", "mlp", "fused"])
+def test_real_time_serving_adds_the_base_as_the_model_does(model: dict[str, Any]) -> None:
+    """Both real-time runners' heads on a full refresh, given the newest row, are the model's own forward pass on
+    that window (the base included); without the row they refuse rather than serve a different model."""
+    from embedtune.realtime.model import ModelRunner
+    from embedtune.realtime.numpy_runner import NumpyModelRunner
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(**model, linear_base=True)
+    network = build_model(cfg, D, [f"base.c{i}" for i in range(D)])
+    with torch.no_grad():
+        for tensor in [*network.parameters(), *network.linear_base.buffers()]:
+            torch.nn.init.normal_(tensor, std=0.3)
+    network.eval()
+    runners = [ModelRunner(network)] + ([NumpyModelRunner.of(network)] if model["type"] != "ensemble" else [])
+    assert all(r is not None for r in runners)
+    window = np.random.default_rng(2).normal(size=(cfg.window if model["type"] != "mlp" else 1, D))
+    window = window.astype(np.float32)
+    with torch.no_grad():
+        out = network({"window": torch.from_numpy(window)[None]})
+    expected = torch.softmax(out["direction"][0].double(), 0).numpy()
+    with torch.no_grad():  # the base moves the logits: a runner that dropped it would fail below
+        assert (out["direction"][0] - network.heads(out["embedding"])["direction"][0]).abs().max() > 0.01
+    for runner in runners:
+        served = runner.heads(runner.full(window), window[-1])
+        np.testing.assert_allclose(served[:3], expected, atol=1e-5)
+        np.testing.assert_allclose(served[3:5], [float(out["volatility"][0]), float(out["volume"][0])], atol=1e-5)
+        with pytest.raises(ValueError, match="linear base"):
+            runner.heads(runner.full(window))
 
 
 def test_a_saved_model_with_a_base_loads_and_predicts_the_same(setup, tmp_path: Path) -> None:

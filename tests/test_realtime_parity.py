@@ -102,9 +102,13 @@ def with_break(cfg: ExperimentConfig) -> MarketData:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return make_run(EXPERIMENT, tmp_path_factory)
+
+
+def make_run(experiment: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Run:
     """The experiment's folds in-process, and its last fold checkpointed as a run stores it."""
     torch.set_num_threads(1)
-    cfg = parse_config(EXPERIMENT, "parity")
+    cfg = parse_config(experiment, "parity")
     data = prepare(cfg, market=with_break(cfg))
     assert data.synthetic
     strategy = load_strategy(cfg.strategy.name, cfg.strategy.params, STRATEGIES)
@@ -160,6 +164,19 @@ def test_parity_replay_is_the_walk_forward_backtest(run: Run) -> None:
     columns = ["target", "position", "strategy_return"]
     pd.testing.assert_frame_equal(own.frame[columns], reference.frame[columns])
     assert own.metrics["sharpe"] == pytest.approx(run.last.metrics["fold_sharpe"], rel=1e-12)
+
+
+def test_parity_replay_of_a_model_with_a_linear_base(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``model.linear_base``: the served heads add the base from the newest input row, so parity replay is still
+    the walk-forward backtest's predictions."""
+    base_run = make_run({**EXPERIMENT, "model": {**EXPERIMENT["model"], "linear_base": True},
+                         "training": {**EXPERIMENT["training"], "epochs": 3}}, tmp_path_factory)
+    serving = load_serving(base_run.checkpoint, overrides={"parity": True})
+    served, enhancer = serve(serving, serving.config, base_run.data.bars)
+    assert isinstance(enhancer.model, NumpyModelRunner)
+    oos = base_run.last.outcome.predictions
+    predictions = as_predictions(served.loc[base_run.test_index], serving)
+    np.testing.assert_allclose(predictions.to_numpy(), oos[predictions.columns].to_numpy(), rtol=TOL, atol=TOL)
 
 
 def test_what_parity_switches_off_moves_the_outputs(run: Run) -> None:

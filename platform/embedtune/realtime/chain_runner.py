@@ -123,7 +123,11 @@ class ChainModelRunner(ModelRunner):
         embeddings = {name: self.snapshot_embeddings[name].expand(len(x), -1) if name in self._chain_sources
                       else source({"window": x})[0] for name, source in self.model.sources.items()}
         fused = next(iter(embeddings.values())) if self.model.fusion is None else self.model.fusion(embeddings)[0]
-        return self.model.heads(fused)["direction"].argmax(-1).numpy()
+        direction = self.model.heads(fused)["direction"]
+        base = getattr(self.model, "linear_base", None)
+        if base is not None:
+            direction = direction + base(x)["direction"]
+        return direction.argmax(-1).numpy()
 
 
 class ChainEnhancer(RealTimeEnhancer):

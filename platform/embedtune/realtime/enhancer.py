@@ -286,6 +286,7 @@ class RealTimeEnhancer:
         served = self.router.route(stamp.value) if self.router is not None else "A"
         predictions: dict[str, int] = {}
         refreshed_window = None
+        newest = scaled if self._unit_weights else scaled * self._weights  # the model's newest input row
         for name, arm in self.arms.items():
             refresh = arm.needs_full or arm.ticks % self.cfg.refresh_every == 0
             if refresh:
@@ -302,13 +303,13 @@ class RealTimeEnhancer:
                     refreshed_window = self.rows(arm.runner.window).copy()
             else:
                 alpha = self.cfg.alpha
-                partial = arm.runner.partial(scaled if self._unit_weights else scaled * self._weights)
+                partial = arm.runner.partial(newest)
                 arm.embedding = (1.0 - alpha) * arm.embedding + alpha * partial  # type: ignore[operator]
             arm.ticks += 1
             if name == served:
                 result.refreshed = refresh
             if arm.runner.has_heads:
-                outputs = arm.runner.heads(arm.embedding)  # type: ignore[arg-type]
+                outputs = arm.runner.heads(arm.embedding, newest)  # type: ignore[arg-type]
                 predictions[name] = int(outputs[:3].argmax())
                 if name == served:
                     result.outputs = outputs

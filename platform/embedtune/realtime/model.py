@@ -123,13 +123,34 @@ class Runner:
     def restore(self, state: object) -> None:
         """Reinstate a cached ``state`` (an embedding-cache hit skips ``full``)."""
 
-    def heads(self, embedding: np.ndarray) -> np.ndarray:
-        """``HEAD_COLUMNS`` values for an embedding; NaN without a model."""
+    def heads(self, embedding: np.ndarray, row: np.ndarray | None = None) -> np.ndarray:
+        """``HEAD_COLUMNS`` values for an embedding; NaN without a model. ``row``: the newest model input row, which
+        a model with a linear base (``model.linear_base``) adds to the heads' outputs."""
         return np.full(len(HEAD_COLUMNS), np.nan)
 
     def predict_direction(self, windows: np.ndarray) -> np.ndarray:
         """Direction class per (batch, rows, features) window; -1 without a model."""
         return np.full(len(windows), -1)
+
+
+def base_terms(model: EmbeddingModel) -> tuple[np.ndarray, np.ndarray] | None:
+    """A linear base's direction logits, volatility and volume rows as float64 ``(weight (5, features), bias (5,))``,
+    in the order the served heads stack them; None for a model without a base."""
+    base = getattr(model, "linear_base", None)
+    if base is None:
+        return None
+    return base.weight[:5].detach().double().numpy().copy(), base.bias[:5].detach().double().numpy().copy()
+
+
+def base_outputs(terms: tuple[np.ndarray, np.ndarray] | None, row: np.ndarray | None) -> np.ndarray | None:
+    """The base's 5 outputs for the newest input row (None without a base); a base without a row is an error, not a
+    silently different model."""
+    if terms is None:
+        return None
+    if row is None:
+        raise ValueError("a model with a linear base needs the newest input row to compute its heads")
+    weight, bias = terms
+    return weight @ np.asarray(row, dtype=np.float64) + bias
 
 
 class IdentityRunner(Runner):
@@ -191,6 +212,7 @@ class ModelRunner(Runner):
         self._pooled: dict[str, torch.Tensor] = {}
         #: Embeddings of the sources that read chain snapshots, by source name (empty for a window-only model).
         self.snapshot_embeddings: dict[str, torch.Tensor] = {}
+        self._base = base_terms(model)
         heads = model.heads
         try:
             self._heads: tuple[DenseStack, ...] | None = tuple(
@@ -239,7 +261,7 @@ class ModelRunner(Runner):
         return fused[0].double().numpy()
 
     @torch.inference_mode()
-    def heads(self, embedding: np.ndarray) -> np.ndarray:
+    def heads(self, embedding: np.ndarray, row: np.ndarray | None = None) -> np.ndarray:
         if self._heads is not None:
             direction, vol, volume = (h(embedding) for h in self._heads)
             vol_pred, volume_pred = float(vol[0]), float(volume[0])
@@ -247,6 +269,10 @@ class ModelRunner(Runner):
             out = self.model.heads(torch.from_numpy(embedding.astype(np.float32)).unsqueeze(0))
             direction = out["direction"][0].double().numpy()
             vol_pred, volume_pred = float(out["volatility"][0]), float(out["volume"][0])
+        linear = base_outputs(self._base, row)
+        if linear is not None:
+            direction = direction + linear[:3]
+            vol_pred, volume_pred = vol_pred + float(linear[3]), volume_pred + float(linear[4])
         p = np.exp(direction - direction.max())
         p /= p.sum()
         return np.array([*p, vol_pred, volume_pred, p[2] - p[0]])
@@ -301,10 +327,6 @@ def load_bundle(model_dir: str | Path, config_path: str | Path | None = None) ->
     manifest = _find(found.parent, MANIFEST_FILE) or _find(directory, MANIFEST_FILE)
     names = (list(meta["feature_names"]) if meta is not None and meta.get("feature_names")
              else read_manifest(manifest).features if manifest is not None else None)
-    if cfg.model.linear_base:  # the runners compute heads from the embedding alone; the base needs the raw row
-        raise ModelBundleError(str(directory), "model.linear_base: a model with a linear base is not served in real "
-                                               "time yet (replay and serve compute the heads from the embedding "
-                                               "alone); backtest it with `embedtune backtest`")
     model = build_network(cfg, weights, names, hint=f" of {found}; pass the trial's config with --config")
     n_features = input_width(model.state_dict())
     scaler_path = _find(directory, SCALER_FILE)

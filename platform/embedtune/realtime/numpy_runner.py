@@ -18,7 +18,7 @@ from torch import nn
 from embedtune.models.ensemble import EmbeddingModel
 from embedtune.models.sources import GroupSource, TemporalSource
 from embedtune.models.temporal import TemporalTransformerEncoder
-from embedtune.realtime.model import DenseStack, ModelRunner, Runner
+from embedtune.realtime.model import DenseStack, ModelRunner, Runner, base_outputs, base_terms
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
@@ -182,12 +182,14 @@ class _Heads:
                    and all(isinstance(b[i], nn.GELU) and b[i].approximate == "none" for i in (0, 2))
                    for b in blocks) and [b[3].out_features for b in blocks] == [3, 1, 1]  # type: ignore[index]
 
-    def __call__(self, embedding: np.ndarray) -> np.ndarray:
-        """``HEAD_COLUMNS``: softmax of the direction logits, the two standardized regressions, p_up - p_down."""
+    def __call__(self, embedding: np.ndarray, linear: np.ndarray | None = None) -> np.ndarray:
+        """``HEAD_COLUMNS``: softmax of the direction logits, the two standardized regressions, p_up - p_down.
+        ``linear``: a linear base's 5 outputs for the newest row, added before the softmax."""
         x = embedding * ndtr(embedding)  # exact GELU: x * Phi(x)
         x = x @ self.first_w + self.first_b
         x *= ndtr(x)
-        out = (x @ self.last_w + self.last_b).tolist()
+        raw = x @ self.last_w + self.last_b
+        out = (raw if linear is None else raw + linear).tolist()
         k = self.n_direction
         logits = out[:k]
         top = max(logits)
@@ -220,6 +222,7 @@ class NumpyModelRunner(Runner):
         self.group = None if isinstance(source, TemporalSource) else (
             source.columns.numpy().copy(), DenseStack(source.mlp))  # type: ignore[union-attr]
         self._heads = _Heads(model.heads)
+        self._base = base_terms(model)
         self._pooled: np.ndarray | None = None
 
     @classmethod
@@ -259,8 +262,8 @@ class NumpyModelRunner(Runner):
         pooled = state.get(self.name) if isinstance(state, dict) else None
         self._pooled = None if pooled is None else np.asarray(pooled, dtype=np.float64).reshape(-1)
 
-    def heads(self, embedding: np.ndarray) -> np.ndarray:
-        return self._heads(embedding)
+    def heads(self, embedding: np.ndarray, row: np.ndarray | None = None) -> np.ndarray:
+        return self._heads(embedding, base_outputs(self._base, row))
 
     def predict_direction(self, windows: np.ndarray) -> np.ndarray:
         return self.reference.predict_direction(windows)
