@@ -120,9 +120,22 @@ def test_the_base_does_not_read_the_test_block(setup) -> None:
     assert base.weight.abs().sum() > 0  # it was fitted
 
 
-def test_a_classical_model_type_cannot_take_a_base() -> None:
-    with pytest.raises(Exception, match="linear_base"):
-        parse_config({**CONFIG, "model": {"type": "linear", "linear_base": True}}, "x.yaml")
+def test_the_baseline_rows_of_an_experiment_with_a_base_are_the_plain_classical_models(setup) -> None:
+    """``search.baselines`` switch ``model.type`` to a classical kind; the deep model's ``linear_base`` comes along
+    and is ignored there: each baseline fold is what the same baseline predicts in an experiment without a base."""
+    from embedtune.experiment import classical_baselines
+    from embedtune.tune.space import trial_config
+
+    cfg, data = setup
+    plain = cfg.with_overrides({"model.linear_base": False})
+    grids = classical_baselines(cfg, [])
+    assert [g["trial"] for g in grids] == list(cfg.search.baselines) == ["linear", "lightgbm"]
+    for grid in grids:
+        with_base, without = trial_config(cfg, grid["params"]), trial_config(plain, grid["params"])
+        assert with_base.model.type == grid["trial"] and with_base.model.linear_base
+        a = fit_fold(with_base, data, data.folds[0], seed=3)
+        b = fit_fold(without, data, data.folds[0], seed=3)
+        np.testing.assert_array_equal(a.predictions.to_numpy(), b.predictions.to_numpy())
 
 
 @pytest.mark.parametrize("model", [

@@ -244,15 +244,14 @@ class ModelConfig(Strict):
     #: Deep models: every head's output is the classical linear model's (``model.linear``, fit in closed form on the
     #: fold's training samples, latest bar's features, frozen) plus the network's, whose output layers start at zero:
     #: the network learns a residual over the linear model, and early stopping may keep none of it
-    #: (``models/linear_base.py``; README, "Models that learn").
+    #: (``models/linear_base.py``; README, "Models that learn"). A classical ``type`` ignores it (it is the linear
+    #: model), so an experiment's baseline rows stay the plain classical models.
     linear_base: bool = False
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if self.linear_base and self.type in CLASSICAL_MODELS:
-            raise ValueError(f"linear_base: a deep model's option; model.type {self.type!r} is itself classical")
         return self
 
     @property
