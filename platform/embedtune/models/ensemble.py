@@ -25,7 +25,7 @@ from embedtune.models.uncertainty import UncertaintyWeighting
 class EmbeddingModel(nn.Module):
     def __init__(self, sources: nn.ModuleDict, fusion: nn.Module | None, heads: MultiTaskHeads,
                  loss_weights: UncertaintyWeighting | None = None,
-                 symbol_embedding: SymbolEmbedding | None = None, linear_base: LinearBase | None = None) -> None:
+                 symbol_embedding: SymbolEmbedding | None = None) -> None:
         super().__init__()
         self.sources = sources
         self.fusion = fusion
@@ -35,10 +35,6 @@ class EmbeddingModel(nn.Module):
         #: read it (``model.symbol_embedding``; None: no attribute, so older state dicts load unchanged).
         if symbol_embedding is not None:
             self.symbol_embedding = symbol_embedding
-        #: ``model.linear_base``: the frozen linear term added to every head's output (None: no attribute, so older
-        #: state dicts load unchanged). Fit by ``train.fold.fit_linear_base`` before training.
-        if linear_base is not None:
-            self.linear_base = linear_base
 
     def encode(self, inputs: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         embed = getattr(self, "symbol_embedding", None)
@@ -110,7 +106,9 @@ def build_model(cfg: ModelConfig, n_features: int, feature_names: list[str] | No
 
 
 def _with_base(cfg: ModelConfig, n_features: int, model: EmbeddingModel) -> EmbeddingModel:
-    """``model.linear_base``: attach the (still zero) linear term and zero the heads' output layers."""
+    """``model.linear_base``: attach the (still zero) frozen linear term as ``model.linear_base`` and zero the heads'
+    output layers; without it the attribute is absent, so older state dicts load unchanged. The base is fit by
+    ``train.fold.fit_linear_base`` before training."""
     if cfg.linear_base:
         model.linear_base = LinearBase(n_features)
         zero_outputs(model.heads)
